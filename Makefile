@@ -1,0 +1,127 @@
+# libmultiserver — make-based build of the same C sources SwiftPM compiles.
+#   make                 build/libmultiserver.a, build/libmultiserver.so, build/multiserver
+#   make test            C unit + socket tests, CLI tests (plain build)
+#   make test-asan       the same under -fsanitize=address,undefined (build/asan)
+#   make fuzz            libFuzzer targets (clang), short runs
+#   make install PREFIX=/usr/local
+#   make examples        C example built against the *installed* header/pkg-config
+#   make bench
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+LDFLAGS ?=
+PREFIX  ?= /usr/local
+BUILD   ?= build
+FUZZCC  ?= clang
+FUZZ_SECONDS ?= 20
+
+# Required flags live in MS_* so that `make CFLAGS=...` cannot drop them.
+MS_CFLAGS  = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -Wall -Wextra -Werror \
+             -Iinclude -ISources/CMultiServer $(shell pkg-config --cflags libuv libsodium zlib 2>/dev/null)
+MS_LIBS    = $(shell pkg-config --libs libuv libsodium zlib 2>/dev/null || echo -luv -lsodium -lz) -lpthread
+
+SRCS       = $(sort $(wildcard Sources/CMultiServer/*.c))
+OBJS       = $(SRCS:Sources/CMultiServer/%.c=$(BUILD)/obj/%.o)
+CLI_SRCS   = $(sort $(wildcard Sources/MultiServerCLI/*.c))
+CLI_OBJS   = $(CLI_SRCS:Sources/MultiServerCLI/%.c=$(BUILD)/cli/%.o)
+TEST_SRCS  = $(sort $(wildcard Tests/c/test_*.c))
+TEST_UTIL  = $(sort $(wildcard Tests/c/util_*.c))
+TEST_BINS  = $(TEST_SRCS:Tests/c/%.c=$(BUILD)/tests/%)
+FUZZ_SRCS  = $(sort $(wildcard Tests/fuzz/fuzz_*.c))
+HEADERS    = $(wildcard include/*.h) $(wildcard Sources/CMultiServer/*.h)
+VERSION    = 0.1.0
+
+.PHONY: all lib cli tests test test-c test-cli test-asan fuzz install uninstall examples bench clean
+
+all: lib cli
+
+lib: $(BUILD)/libmultiserver.a $(BUILD)/libmultiserver.so
+cli: $(BUILD)/multiserver
+
+$(BUILD)/obj/%.o: Sources/CMultiServer/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(MS_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/cli/%.o: Sources/MultiServerCLI/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(MS_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libmultiserver.a: $(OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libmultiserver.so: $(OBJS)
+	$(CC) -shared -Wl,-soname,libmultiserver.so.0 $(CFLAGS) $(LDFLAGS) -o $@ $^ $(MS_LIBS)
+
+$(BUILD)/multiserver: $(CLI_OBJS) $(BUILD)/libmultiserver.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/libmultiserver.a $(MS_LIBS)
+
+$(BUILD)/tests/%: Tests/c/%.c $(TEST_UTIL) $(BUILD)/libmultiserver.a Tests/c/mstest.h
+	@mkdir -p $(dir $@)
+	$(CC) $(MS_CFLAGS) $(CFLAGS) $(LDFLAGS) -ITests/c -o $@ $< $(TEST_UTIL) $(BUILD)/libmultiserver.a $(MS_LIBS)
+
+tests: $(TEST_BINS)
+
+test-c: all tests
+	Tests/c/run.sh $(BUILD)
+
+test-cli: all
+	MULTISERVER=$(BUILD)/multiserver Tests/cli/run.sh
+
+test: test-c test-cli
+
+test-asan:
+	$(MAKE) BUILD=build/asan CC=$(CC) \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+	  LDFLAGS="-fsanitize=address,undefined" test
+
+fuzz: $(FUZZ_SRCS:Tests/fuzz/%.c=$(BUILD)/fuzz/%)
+	@for f in $^; do \
+	  n=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+	  if [ -d Tests/fuzz/corpus/$$n ]; then cp -n Tests/fuzz/corpus/$$n/* $(BUILD)/fuzz/corpus-$$n/ 2>/dev/null; fi; \
+	  echo "fuzzing $$n for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz/corpus-$$n >$(BUILD)/fuzz/$$n.log 2>&1 \
+	    || { tail -50 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	  grep -E 'stat::number_of_executed_units|Done' $(BUILD)/fuzz/$$n.log | tail -2; \
+	done
+
+$(BUILD)/fuzz/%: Tests/fuzz/%.c $(SRCS) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZCC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -ISources/CMultiServer \
+	  -o $@ $< $(SRCS) $(MS_LIBS)
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/multiserver.h include/multiserver_plugin.h include/multiserver_uv.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/libmultiserver.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libmultiserver.so $(DESTDIR)$(PREFIX)/lib/libmultiserver.so.$(VERSION)
+	ln -sf libmultiserver.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libmultiserver.so.0
+	ln -sf libmultiserver.so.0 $(DESTDIR)$(PREFIX)/lib/libmultiserver.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' multiserver.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/multiserver.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/multiserver*.h $(DESTDIR)$(PREFIX)/lib/libmultiserver.* \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/multiserver.pc
+
+# Builds examples/*.c against an installed copy (make install PREFIX=$(BUILD)/prefix first),
+# through pkg-config only: proves the public header stands alone.
+examples:
+	$(MAKE) install PREFIX=$(CURDIR)/$(BUILD)/prefix
+	@mkdir -p $(BUILD)/examples
+	for f in examples/*.c; do \
+	  PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/prefix/lib/pkgconfig \
+	  $(CC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) -o $(BUILD)/examples/$$(basename $$f .c) $$f \
+	    $$(PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/prefix/lib/pkgconfig pkg-config --cflags --libs --static multiserver) || exit 1; \
+	done
+
+bench: all
+	$(MAKE) $(BUILD)/bench/ms_bench
+	$(BUILD)/bench/ms_bench
+
+$(BUILD)/bench/%: Tests/bench/%.c $(BUILD)/libmultiserver.a
+	@mkdir -p $(dir $@)
+	$(CC) $(MS_CFLAGS) -O2 -g -o $@ $< $(BUILD)/libmultiserver.a $(MS_LIBS)
+
+clean:
+	rm -rf $(BUILD)

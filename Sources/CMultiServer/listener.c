@@ -1,0 +1,262 @@
+/*
+ * ms_listen: one listener over many stacks, one connection callback. Each
+ * ;-alternative gets its transport listening; every accepted stream runs
+ * through that stack's transforms (server role) before it is handed over.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "address.h"
+
+struct ms_plisten_s {
+  ms_listener_t *l;
+  ms_stack_t stack;
+  void *impl;
+  char *tsection;   /* transport section as advertised */
+  char *advertised; /* whole stack as advertised */
+  bool listening;
+};
+
+struct ms_listener_s {
+  ms_t *ms;
+  ms_addr_t *addr;
+  size_t n;
+  ms_plisten_t *pls;
+  ms_connection_cb cb;
+  void *arg;
+  ms_listen_error_cb ecb;
+  void *earg;
+  char *address;
+  ms_pwrap_t *chains; /* handshakes in flight */
+  size_t open;        /* transport listeners not closed yet */
+  bool starting;
+  bool closing;
+  bool finishing; /* free scheduled */
+  ms_listener_close_cb close_cb;
+  void *close_arg;
+  char reason[MS_REASON_LEN];
+};
+
+ms_t *ms_plisten_ms(const ms_plisten_t *pl) { return pl->l->ms; }
+void ms_plisten_set_impl(ms_plisten_t *pl, void *impl) { pl->impl = impl; }
+void *ms_plisten_impl(const ms_plisten_t *pl) { return pl->impl; }
+
+int ms_plisten_set_address(ms_plisten_t *pl, const char *section) {
+  char *d = strdup(section);
+  if (d == NULL) return MS_ENOMEM;
+  free(pl->tsection);
+  pl->tsection = d;
+  return 0;
+}
+
+void ms_plisten_error(ms_plisten_t *pl, int status, const char *reason) {
+  ms_listener_t *l = pl->l;
+  if (l->starting) {
+    ms__reason(l->reason, sizeof l->reason, "%s", reason ? reason : ms_strerror(status));
+    return;
+  }
+  if (l->ecb) l->ecb(pl->advertised, status, reason ? reason : ms_strerror(status), l->earg);
+}
+
+static void finish_free(void *p) {
+  ms_listener_t *l = p;
+  ms_listener_close_cb cb = l->close_cb;
+  void *arg = l->close_arg;
+  ms_t *ms = l->ms;
+  if (cb) cb(l, arg);
+  for (size_t i = 0; i < l->n; i++) {
+    free(l->pls[i].tsection);
+    free(l->pls[i].advertised);
+  }
+  free(l->pls);
+  free(l->address);
+  ms_addr_free(l->addr);
+  free(l);
+  ms__live_dec(ms);
+}
+
+/* Free once closed with nothing left running; always on a later loop turn,
+ * so no caller's frame still holds l or a chain. */
+static void maybe_free(ms_listener_t *l) {
+  if (!l->closing || l->open != 0 || l->chains != NULL || l->finishing) return;
+  l->finishing = true;
+  if (ms_call(l->ms, finish_free, l) != 0) finish_free(l);
+}
+
+void ms_plisten_closed(ms_plisten_t *pl) {
+  ms_listener_t *l = pl->l;
+  pl->listening = false;
+  l->open--;
+  maybe_free(l);
+}
+
+static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status,
+                     const char *reason, void *arg) {
+  ms_plisten_t *pl = arg;
+  ms_listener_t *l = pl->l;
+  if (pw->prev) pw->prev->next = pw->next; else l->chains = pw->next;
+  if (pw->next) pw->next->prev = pw->prev;
+  if (status == 0) {
+    ms__stream_set_stack(s, pl->advertised);
+    l->cb(s, l->arg);
+  } else if (status != MS_ECANCELED && l->ecb) {
+    l->ecb(pl->advertised, status, reason, l->earg);
+  }
+  maybe_free(l);
+}
+
+void ms_plisten_incoming(ms_plisten_t *pl, ms_stream_t *s) {
+  ms_listener_t *l = pl->l;
+  ms_stream_set_server(s, true);
+  if (l->closing) {
+    ms_stream_close(s, NULL, NULL);
+    return;
+  }
+  if (pl->stack.nsec == 1) {
+    ms__stream_set_stack(s, pl->advertised);
+    l->cb(s, l->arg);
+    return;
+  }
+  ms_pwrap_t *pw = ms__chain_start(l->ms, &pl->stack, s, MS_ROLE_SERVER, on_chain, pl);
+  if (pw == NULL) {
+    if (l->ecb) l->ecb(pl->advertised, MS_ENOMEM, "out of memory", l->earg);
+    return;
+  }
+  pw->next = l->chains;
+  if (l->chains) l->chains->prev = pw;
+  l->chains = pw;
+}
+
+void ms_listener_on_error(ms_listener_t *l, ms_listen_error_cb cb, void *arg) {
+  l->ecb = cb;
+  l->earg = arg;
+}
+
+const char *ms_listener_address(const ms_listener_t *l) {
+  return l->address ? l->address : "";
+}
+
+/* Advertised form of one stack: transport section + each transform's. */
+static int build_advertised(ms_listener_t *l, ms_plisten_t *pl) {
+  size_t cap = 256, len = 0;
+  char *buf = malloc(cap);
+  if (buf == NULL) return MS_ENOMEM;
+  for (size_t i = 0; i < pl->stack.nsec; i++) {
+    char sec[1024];
+    size_t n;
+    const ms_protocol_t *p = pl->stack.protos[i]->proto;
+    if (i == 0 && pl->tsection)
+      n = (size_t)snprintf(sec, sizeof sec, "%s", pl->tsection);
+    else if (i > 0 && p->advertise)
+      n = p->advertise(l->ms, &pl->stack.secs[i], pl->stack.protos[i]->pdata, sec, sizeof sec);
+    else
+      n = ms__section_print(&pl->stack.secs[i], sec, sizeof sec);
+    if (n >= sizeof sec) {
+      free(buf);
+      return MS_ELIMIT;
+    }
+    if (len + n + 2 > cap) {
+      cap = 2 * (len + n + 2);
+      char *nb = realloc(buf, cap);
+      if (nb == NULL) {
+        free(buf);
+        return MS_ENOMEM;
+      }
+      buf = nb;
+    }
+    if (i > 0) buf[len++] = '~';
+    memcpy(buf + len, sec, n);
+    len += n;
+    buf[len] = '\0';
+  }
+  pl->advertised = buf;
+  return 0;
+}
+
+static int join_addresses(ms_listener_t *l) {
+  size_t total = 1;
+  for (size_t i = 0; i < l->n; i++) total += strlen(l->pls[i].advertised) + 1;
+  l->address = malloc(total);
+  if (l->address == NULL) return MS_ENOMEM;
+  l->address[0] = '\0';
+  for (size_t i = 0; i < l->n; i++) {
+    if (i) strcat(l->address, ";");
+    strcat(l->address, l->pls[i].advertised);
+  }
+  return 0;
+}
+
+void ms_listener_close(ms_listener_t *l, ms_listener_close_cb cb, void *arg) {
+  if (l == NULL || l->closing) return;
+  l->closing = true;
+  l->close_cb = cb;
+  l->close_arg = arg;
+  for (ms_pwrap_t *pw = l->chains; pw; pw = pw->next) ms__chain_cancel(pw);
+  l->open++; /* hold: transports may report closed synchronously */
+  for (size_t i = 0; i < l->n; i++) {
+    ms_plisten_t *pl = &l->pls[i];
+    if (pl->listening) pl->stack.protos[0]->proto->listen_close(pl);
+  }
+  l->open--;
+  maybe_free(l);
+}
+
+int ms_listen(ms_t *ms, const char *address, ms_connection_cb cb, void *arg,
+              ms_listener_t **out, char *reason, size_t reason_len) {
+  if (ms == NULL || address == NULL || cb == NULL || out == NULL) return MS_EINVAL;
+  ms_addr_error_t perr;
+  ms_addr_t *a;
+  int rc = ms_addr_parse(address, strlen(address), &a, &perr);
+  if (rc != 0) {
+    ms__reason(reason, reason_len, "bad address at offset %zu: %s", perr.offset, perr.message);
+    return rc;
+  }
+  ms_listener_t *l = calloc(1, sizeof(*l));
+  size_t n = ms_addr_alternatives(a);
+  if (l == NULL || (l->pls = calloc(n, sizeof(*l->pls))) == NULL) {
+    free(l);
+    ms_addr_free(a);
+    return MS_ENOMEM;
+  }
+  l->ms = ms;
+  l->addr = a;
+  l->n = n;
+  l->cb = cb;
+  l->arg = arg;
+  l->starting = true;
+  ms__live_inc(ms);
+  for (size_t i = 0; i < n; i++) {
+    ms_plisten_t *pl = &l->pls[i];
+    pl->l = l;
+    char why[MS_REASON_LEN] = "";
+    rc = ms__stack_resolve(ms, a, i, MS_ROLE_SERVER, &pl->stack, why, sizeof why);
+    if (rc != 0) {
+      ms__reason(reason, reason_len, "stack %zu: %s", i + 1, why);
+      break;
+    }
+    l->reason[0] = '\0';
+    rc = pl->stack.protos[0]->proto->listen(pl, &pl->stack.secs[0], pl->stack.protos[0]->pdata);
+    if (rc != 0) {
+      ms__reason(reason, reason_len, "stack %zu: %s", i + 1,
+                 l->reason[0] ? l->reason : ms_strerror(rc));
+      break;
+    }
+    pl->listening = true;
+    l->open++;
+    rc = build_advertised(l, pl);
+    if (rc != 0) {
+      ms__reason(reason, reason_len, "stack %zu: %s", i + 1, ms_strerror(rc));
+      break;
+    }
+  }
+  if (rc == 0) rc = join_addresses(l);
+  l->starting = false;
+  if (rc != 0) {
+    /* Undo: close what listens; the listener frees itself when done. */
+    ms_listener_close(l, NULL, NULL);
+    return rc;
+  }
+  *out = l;
+  return 0;
+}

@@ -1,0 +1,416 @@
+/*
+ * net: TCP over IPv4 and IPv6. `net:HOST:PORT` (the last field is the port,
+ * so bare IPv6 works). Listening on port 0 advertises the chosen port;
+ * dialing resolves names asynchronously, tries each resolved address in
+ * turn and gives up after the connect timeout.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include "internal.h"
+#include "netaddr.h"
+
+#define NET_HOST_MAX 256
+#define NET_BACKLOG 511
+#define NET_KEEPALIVE_S 60
+
+static int sockaddr_host(const struct sockaddr *sa, char *host, size_t len,
+                         int *port) {
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    *port = ntohs(in->sin_port);
+    return uv_ip4_name(in, host, len);
+  }
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    *port = ntohs(in6->sin6_port);
+    return uv_ip6_name(in6, host, len);
+  }
+  return UV_EAFNOSUPPORT;
+}
+
+/* "net:IP:PORT" for a socket's peer or own name. */
+static int tcp_name(uv_tcp_t *tcp, bool peer, char *buf, size_t len) {
+  struct sockaddr_storage ss;
+  int n = sizeof(ss), port = 0;
+  char host[INET6_ADDRSTRLEN];
+  int rc = peer ? uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &n)
+                : uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &n);
+  if (rc == 0) rc = sockaddr_host((struct sockaddr *)&ss, host, sizeof host, &port);
+  if (rc != 0) return rc;
+  ms__net_format(host, port, buf, len);
+  return 0;
+}
+
+static void tune(uv_tcp_t *tcp) {
+  uv_tcp_nodelay(tcp, 1);
+  uv_tcp_keepalive(tcp, 1, NET_KEEPALIVE_S);
+}
+
+static int net_validate(const ms_section_t *sec, int role, void *pdata,
+                        char *reason, size_t reason_len) {
+  (void)pdata;
+  char host[NET_HOST_MAX];
+  int port;
+  return ms__net_parse(sec, role == MS_ROLE_SERVER, host, sizeof host, &port,
+                       reason, reason_len);
+}
+
+static bool net_is_device(const ms_section_t *sec, void *pdata) {
+  (void)pdata;
+  char host[NET_HOST_MAX];
+  int port;
+  if (ms__net_parse(sec, 1, host, sizeof host, &port, NULL, 0) != 0)
+    return false;
+  return ms__host_is_loopback(host);
+}
+
+/* ---- listen ---------------------------------------------------------- */
+
+typedef struct {
+  uv_tcp_t tcp;
+  ms_plisten_t *pl;
+} net_listener_t;
+
+/* An address a client can dial for a wildcard listen host: the first
+ * external interface of that family, else loopback. (Scopes refine this.) */
+static void wildcard_host(int family, char *host, size_t len) {
+  uv_interface_address_t *ifs;
+  int n;
+  snprintf(host, len, "%s", family == AF_INET6 ? "::1" : "127.0.0.1");
+  if (uv_interface_addresses(&ifs, &n) != 0) return;
+  for (int i = 0; i < n; i++) {
+    if (ifs[i].is_internal) continue;
+    if (family == AF_INET && ifs[i].address.address4.sin_family == AF_INET) {
+      uv_ip4_name(&ifs[i].address.address4, host, len);
+      break;
+    }
+    if (family == AF_INET6 &&
+        ifs[i].address.address6.sin6_family == AF_INET6 &&
+        !IN6_IS_ADDR_LINKLOCAL(&ifs[i].address.address6.sin6_addr)) {
+      uv_ip6_name(&ifs[i].address.address6, host, len);
+      break;
+    }
+  }
+  uv_free_interface_addresses(ifs, n);
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  net_listener_t *l = h->data;
+  ms_plisten_t *pl = l->pl;
+  free(l);
+  if (pl) ms_plisten_closed(pl);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  net_listener_t *l = server->data;
+  ms_t *ms = ms_plisten_ms(l->pl);
+  char addr[128];
+  if (status < 0) {
+    ms_plisten_error(l->pl, status, "net: accept failed");
+    return;
+  }
+  ms_uvstream_t *u = ms__uvstream_alloc();
+  if (u == NULL) {
+    ms_plisten_error(l->pl, MS_ENOMEM, "net: out of memory accepting");
+    return;
+  }
+  int rc = uv_tcp_init(ms_loop(ms), ms__uvstream_tcp(u));
+  if (rc == 0) rc = uv_accept(server, (uv_stream_t *)ms__uvstream_tcp(u));
+  if (rc == 0) rc = tcp_name(ms__uvstream_tcp(u), true, addr, sizeof addr);
+  ms_stream_t *s = NULL;
+  if (rc == 0) {
+    tune(ms__uvstream_tcp(u));
+    s = ms__uvstream_start(u, ms, addr);
+    if (s == NULL) rc = MS_ENOMEM;
+  }
+  if (rc != 0) {
+    ms__uvstream_discard(u);
+    ms_plisten_error(l->pl, rc, "net: accept failed");
+    return;
+  }
+  ms_plisten_incoming(l->pl, s);
+}
+
+static int resolve_sync(uv_loop_t *loop, const char *host, int port,
+                        struct sockaddr_storage *out) {
+  struct sockaddr_in in4;
+  struct sockaddr_in6 in6;
+  if (uv_ip4_addr(host, port, &in4) == 0) {
+    memcpy(out, &in4, sizeof in4);
+    return 0;
+  }
+  if (uv_ip6_addr(host, port, &in6) == 0) {
+    memcpy(out, &in6, sizeof in6);
+    return 0;
+  }
+  uv_getaddrinfo_t req;
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  int rc = uv_getaddrinfo(loop, &req, NULL, host, NULL, &hints);
+  if (rc != 0) return rc;
+  if (req.addrinfo == NULL) return UV_EAI_NONAME;
+  memcpy(out, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
+  uv_freeaddrinfo(req.addrinfo);
+  if (out->ss_family == AF_INET)
+    ((struct sockaddr_in *)out)->sin_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in6 *)out)->sin6_port = htons((uint16_t)port);
+  return 0;
+}
+
+static int net_listen(ms_plisten_t *pl, const ms_section_t *sec, void *pdata) {
+  (void)pdata;
+  ms_t *ms = ms_plisten_ms(pl);
+  char host[NET_HOST_MAX], reason[MS_REASON_LEN], adv[NET_HOST_MAX + 16];
+  int port;
+  int rc = ms__net_parse(sec, 1, host, sizeof host, &port, reason, sizeof reason);
+  if (rc != 0) {
+    ms_plisten_error(pl, rc, reason);
+    return rc;
+  }
+  struct sockaddr_storage ss;
+  rc = resolve_sync(ms_loop(ms), host, port, &ss);
+  if (rc != 0) {
+    ms__reason(reason, sizeof reason, "net: cannot resolve %s: %s", host,
+               ms_strerror(rc));
+    ms_plisten_error(pl, rc, reason);
+    return rc;
+  }
+  net_listener_t *l = calloc(1, sizeof(*l));
+  if (l == NULL) return MS_ENOMEM;
+  rc = uv_tcp_init(ms_loop(ms), &l->tcp);
+  if (rc != 0) {
+    free(l);
+    return rc;
+  }
+  l->tcp.data = l;
+  rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&l->tcp, NET_BACKLOG, on_connection);
+  if (rc == 0) {
+    struct sockaddr_storage bound;
+    int n = sizeof bound, bport = 0;
+    char bhost[INET6_ADDRSTRLEN];
+    rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &n);
+    if (rc == 0) rc = sockaddr_host((struct sockaddr *)&bound, bhost, sizeof bhost, &bport);
+    if (rc == 0) {
+      const char *ahost = host;
+      char wild[INET6_ADDRSTRLEN];
+      if (strcmp(bhost, "0.0.0.0") == 0 || strcmp(bhost, "::") == 0) {
+        wildcard_host(bound.ss_family, wild, sizeof wild);
+        ahost = wild;
+      }
+      ms__net_format(ahost, bport, adv, sizeof adv);
+      rc = ms_plisten_set_address(pl, adv);
+    }
+  }
+  if (rc != 0) {
+    ms__reason(reason, sizeof reason, "net: cannot listen on %s:%d: %s", host,
+               port, ms_strerror(rc));
+    ms_plisten_error(pl, rc, reason);
+    l->pl = NULL;
+    uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+    return rc;
+  }
+  l->pl = pl;
+  ms_plisten_set_impl(pl, l);
+  return 0;
+}
+
+static void net_listen_close(ms_plisten_t *pl) {
+  net_listener_t *l = ms_plisten_impl(pl);
+  uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+}
+
+/* ---- dial ------------------------------------------------------------ */
+
+typedef struct {
+  ms_pdial_t *pd;
+  ms_t *ms;
+  char host[NET_HOST_MAX];
+  int port;
+  uv_getaddrinfo_t gai;
+  bool resolving;
+  struct addrinfo *res, *cur;
+  ms_uvstream_t *u;
+  uv_connect_t conn;
+  uv_timer_t timer;
+  int stop; /* 0, MS_ETIMEDOUT or MS_ECANCELED */
+  int status;
+  ms_stream_t *result;
+  char reason[MS_REASON_LEN];
+} net_dial_t;
+
+static void dial_free_and_report(uv_handle_t *h) {
+  net_dial_t *d = h->data;
+  ms_pdial_t *pd = d->pd;
+  int status = d->status;
+  ms_stream_t *s = d->result;
+  char reason[MS_REASON_LEN];
+  memcpy(reason, d->reason, sizeof reason);
+  if (d->res) uv_freeaddrinfo(d->res);
+  free(d);
+  ms_pdial_done(pd, status, s, status ? reason : NULL);
+}
+
+static void dial_finish(net_dial_t *d, int status, ms_stream_t *s) {
+  d->status = status;
+  d->result = s;
+  if (status != 0 && d->reason[0] == '\0')
+    ms__reason(d->reason, sizeof d->reason, "net:%s:%d: %s", d->host, d->port,
+               ms_strerror(status));
+  uv_timer_stop(&d->timer);
+  uv_close((uv_handle_t *)&d->timer, dial_free_and_report);
+}
+
+static void try_next(net_dial_t *d);
+
+static void on_connect(uv_connect_t *c, int status) {
+  net_dial_t *d = c->data;
+  if (d->u == NULL) {
+    /* Discarded by a timeout or cancel: its handle is already closing. */
+    dial_finish(d, d->stop, NULL);
+    return;
+  }
+  if (status == 0) {
+    char addr[128];
+    ms_uvstream_t *u = d->u;
+    d->u = NULL;
+    tune(ms__uvstream_tcp(u));
+    if (tcp_name(ms__uvstream_tcp(u), true, addr, sizeof addr) != 0)
+      ms__net_format(d->host, d->port, addr, sizeof addr);
+    ms_stream_t *s = ms__uvstream_start(u, d->ms, addr);
+    if (s == NULL) {
+      ms__uvstream_discard(u);
+      dial_finish(d, MS_ENOMEM, NULL);
+      return;
+    }
+    dial_finish(d, 0, s);
+    return;
+  }
+  ms__uvstream_discard(d->u);
+  d->u = NULL;
+  d->status = status;
+  d->cur = d->cur ? d->cur->ai_next : NULL;
+  if (d->cur) {
+    try_next(d);
+    return;
+  }
+  dial_finish(d, status, NULL);
+}
+
+static void try_next(net_dial_t *d) {
+  for (; d->cur; d->cur = d->cur->ai_next) {
+    if (d->cur->ai_family != AF_INET && d->cur->ai_family != AF_INET6) continue;
+    ms_uvstream_t *u = ms__uvstream_alloc();
+    if (u == NULL) {
+      dial_finish(d, MS_ENOMEM, NULL);
+      return;
+    }
+    int rc = uv_tcp_init(ms_loop(d->ms), ms__uvstream_tcp(u));
+    if (rc != 0) {
+      free(u);
+      d->status = rc;
+      continue;
+    }
+    d->conn.data = d;
+    rc = uv_tcp_connect(&d->conn, ms__uvstream_tcp(u), d->cur->ai_addr, on_connect);
+    if (rc != 0) {
+      ms__uvstream_discard(u);
+      d->status = rc;
+      continue;
+    }
+    d->u = u;
+    return;
+  }
+  dial_finish(d, d->status ? d->status : UV_EAI_NONAME, NULL);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  net_dial_t *d = req->data;
+  d->resolving = false;
+  d->res = res;
+  if (d->stop) {
+    dial_finish(d, d->stop, NULL);
+    return;
+  }
+  if (status != 0) {
+    ms__reason(d->reason, sizeof d->reason, "net:%s:%d: cannot resolve host: %s",
+               d->host, d->port, ms_strerror(status));
+    dial_finish(d, status, NULL);
+    return;
+  }
+  d->cur = res;
+  try_next(d);
+}
+
+static void dial_stop(net_dial_t *d, int why) {
+  if (d->stop) return;
+  d->stop = why;
+  if (why == MS_ETIMEDOUT)
+    ms__reason(d->reason, sizeof d->reason, "net:%s:%d: connect timed out",
+               d->host, d->port);
+  if (d->resolving) {
+    uv_cancel((uv_req_t *)&d->gai); /* on_resolved reports either way */
+  } else if (d->u) {
+    ms__uvstream_discard(d->u); /* on_connect fires with UV_ECANCELED */
+    d->u = NULL;
+  }
+}
+
+static void on_timeout(uv_timer_t *t) { dial_stop(t->data, MS_ETIMEDOUT); }
+
+static int net_dial(ms_pdial_t *pd, const ms_section_t *sec, void *pdata) {
+  (void)pdata;
+  ms_t *ms = ms_pdial_ms(pd);
+  net_dial_t *d = calloc(1, sizeof(*d));
+  if (d == NULL) return MS_ENOMEM;
+  d->pd = pd;
+  d->ms = ms;
+  int rc = ms__net_parse(sec, 0, d->host, sizeof d->host, &d->port, NULL, 0);
+  if (rc != 0) {
+    free(d);
+    return rc;
+  }
+  char service[8];
+  snprintf(service, sizeof service, "%d", d->port);
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  d->gai.data = d;
+  rc = uv_getaddrinfo(ms_loop(ms), &d->gai, on_resolved, d->host, service, &hints);
+  if (rc != 0) {
+    free(d);
+    return rc;
+  }
+  d->resolving = true;
+  uv_timer_init(ms_loop(ms), &d->timer);
+  d->timer.data = d;
+  uint32_t ms_timeout = ms_options(ms)->connect_timeout_ms;
+  uv_timer_start(&d->timer, on_timeout, ms_timeout ? ms_timeout : 10000, 0);
+  ms_pdial_set_impl(pd, d);
+  return 0;
+}
+
+static void net_dial_cancel(ms_pdial_t *pd) {
+  dial_stop(ms_pdial_impl(pd), MS_ECANCELED);
+}
+
+const ms_protocol_t ms__proto_net = {
+    .name = "net",
+    .kind = MS_PROTO_TRANSPORT,
+    .validate = net_validate,
+    .is_device = net_is_device,
+    .listen = net_listen,
+    .listen_close = net_listen_close,
+    .dial = net_dial,
+    .dial_cancel = net_dial_cancel,
+};

@@ -1,0 +1,651 @@
+/*
+ * shs: the secret-handshake transform. Drives the I/O-free shs1 state
+ * machine (shs_core.c) over the stream below, then carries the session in
+ * box-stream (boxstream.c): each write is sealed in one pass into one
+ * pooled buffer handed to one lower write; reads are opened in place.
+ *
+ *   client  `…~shs:KEY[:SEED]`  dial the server whose ed25519 key is KEY
+ *                               (SEED: one-time client key, invite codes)
+ *   server  `…~shs`             answer with our own key; advertised as
+ *                               `…~shs:<own key>`
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "internal.h"
+#include "boxstream.h"
+#include "shs_core.h"
+
+#define SHS_POOL_MAX 4
+#define SHS_B64_LEN 45
+
+enum { PH_HANDSHAKE, PH_AUTHORIZING, PH_OPEN, PH_FAILED };
+
+typedef struct shs_buf_s shs_buf_t;
+struct shs_buf_s {
+  shs_buf_t *next;
+  size_t cap;
+  uint8_t data[];
+};
+
+struct ms_authorize_s {
+  struct shs_conn_s *conn; /* NULL once the handshake has gone away */
+};
+
+typedef struct shs_conn_s {
+  ms_t *ms;
+  ms_stream_t *lower;
+  ms_stream_t *upper;
+  ms_pwrap_t *pw;
+  int role;
+  int phase;
+  ms_shs_t hs;
+  uint8_t in[MS_SHS_MSG3_LEN]; /* handshake message being received */
+  size_t inlen;
+  uint8_t out1[MS_SHS_MSG1_LEN]; /* msg1 or msg2 */
+  uint8_t out2[MS_SHS_MSG3_LEN]; /* msg3 or msg4 */
+  uint8_t *early;                 /* session bytes that came with the handshake */
+  size_t early_len;
+  ms_authorize_t *auth_req;
+  void *auth_value;
+  uv_timer_t timer;
+  bool timer_closed;
+  bool lower_closed;
+  ms_box_t enc;
+  ms_unbox_t dec;
+  bool dec_ended;
+  uint8_t goodbye[MS_BOX_GOODBYE_LEN];
+  shs_buf_t *pool;
+  size_t npool;
+} shs_conn_t;
+
+/* Per-write state kept in the upper request's scratch space. */
+typedef struct {
+  shs_conn_t *conn;
+  ms_write_req_t *upper_req;
+  shs_buf_t *buf;
+} shs_wstate_t;
+
+_Static_assert(sizeof(shs_wstate_t) <= MS_WRITE_REQ_SCRATCH, "scratch too small");
+
+static int b64_key(const uint8_t key[32], char out[SHS_B64_LEN]) {
+  return ms_key_to_base64(key, out, SHS_B64_LEN);
+}
+
+/* ---- lifetime ---------------------------------------------------------- */
+
+static void conn_free(shs_conn_t *c) {
+  ms_shs_wipe(&c->hs);
+  ms_box_wipe(&c->enc);
+  ms_unbox_free(&c->dec);
+  if (c->early) {
+    sodium_memzero(c->early, c->early_len);
+    free(c->early);
+  }
+  while (c->pool) {
+    shs_buf_t *b = c->pool;
+    c->pool = b->next;
+    free(b);
+  }
+  sodium_memzero(c, sizeof(*c));
+  free(c);
+}
+
+static void maybe_free(shs_conn_t *c) {
+  if (!c->timer_closed || !c->lower_closed) return;
+  ms_stream_t *upper = c->upper;
+  if (upper) {
+    c->upper = NULL;
+    conn_free(c);
+    ms_stream_closed(upper);
+  } else {
+    conn_free(c);
+  }
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  shs_conn_t *c = h->data;
+  c->timer_closed = true;
+  maybe_free(c);
+}
+
+static void stop_timer(shs_conn_t *c) {
+  if (!uv_is_closing((uv_handle_t *)&c->timer))
+    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+static void on_lower_closed(ms_stream_t *s, void *arg) {
+  (void)s;
+  shs_conn_t *c = arg;
+  c->lower_closed = true;
+  c->lower = NULL;
+  maybe_free(c);
+}
+
+/* Handshake failed: hang up at once (send nothing more) and report. */
+static void fail(shs_conn_t *c, int status, const char *reason) {
+  if (c->phase == PH_FAILED || c->phase == PH_OPEN) return;
+  c->phase = PH_FAILED;
+  if (c->auth_req) {
+    c->auth_req->conn = NULL; /* ms_authorize_done frees it later */
+    c->auth_req = NULL;
+  }
+  ms_shs_wipe(&c->hs);
+  stop_timer(c);
+  ms_stream_close(c->lower, on_lower_closed, c);
+  ms_pwrap_t *pw = c->pw;
+  c->pw = NULL;
+  ms_pwrap_done(pw, status, NULL, reason);
+}
+
+/* ---- the open session: box-stream ---------------------------------------- */
+
+static shs_buf_t *buf_get(shs_conn_t *c, size_t need) {
+  for (shs_buf_t **pp = &c->pool; *pp; pp = &(*pp)->next) {
+    if ((*pp)->cap >= need) {
+      shs_buf_t *b = *pp;
+      *pp = b->next;
+      c->npool--;
+      return b;
+    }
+  }
+  shs_buf_t *b = malloc(sizeof(*b) + need);
+  if (b) b->cap = need;
+  return b;
+}
+
+static void buf_put(shs_conn_t *c, shs_buf_t *b) {
+  if (c->npool >= SHS_POOL_MAX) {
+    /* drop the smallest so the pool keeps the useful sizes */
+    shs_buf_t **small = &c->pool;
+    for (shs_buf_t **pp = &c->pool; *pp; pp = &(*pp)->next)
+      if ((*pp)->cap < (*small)->cap) small = pp;
+    if ((*small)->cap >= b->cap) {
+      free(b);
+      return;
+    }
+    shs_buf_t *drop = *small;
+    *small = drop->next;
+    free(drop);
+    c->npool--;
+  }
+  b->next = c->pool;
+  c->pool = b;
+  c->npool++;
+}
+
+static void on_lower_write(ms_stream_t *lower, int status, void *arg) {
+  (void)lower;
+  ms_write_req_t *req = arg;
+  shs_wstate_t *w = ms_write_req_scratch(req);
+  buf_put(w->conn, w->buf);
+  ms_write_req_done(req, status);
+}
+
+static int shs_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
+                     unsigned nbufs) {
+  shs_conn_t *c = ms_stream_impl(s);
+  size_t need = 0;
+  for (unsigned i = 0; i < nbufs; i++) need += ms_box_sealed_size(bufs[i].len);
+  if (need == 0) { /* empty writes send nothing, like the reference */
+    ms_write_req_done(req, 0);
+    return 0;
+  }
+  shs_buf_t *b = buf_get(c, need);
+  if (b == NULL) return MS_ENOMEM;
+  size_t off = 0;
+  for (unsigned i = 0; i < nbufs; i++)
+    off += ms_box_seal(&c->enc, b->data + off, bufs[i].base, bufs[i].len);
+  shs_wstate_t *w = ms_write_req_scratch(req);
+  w->conn = c;
+  w->upper_req = req;
+  w->buf = b;
+  ms_buf_t out = {b->data, off};
+  int rc = ms_stream_write(c->lower, &out, 1, on_lower_write, req);
+  if (rc != 0) {
+    /* The nonce has advanced: the session cannot continue after this. */
+    buf_put(c, b);
+  }
+  return rc;
+}
+
+/* Open as many packets as the reader wants. */
+static void pump(shs_conn_t *c, uint8_t *data, size_t len) {
+  ms_stream_t *up = c->upper;
+  for (;;) {
+    size_t used = 0, outlen = 0;
+    uint8_t *out = NULL;
+    int r = ms_unbox_next(&c->dec, data, len, &used, &out, &outlen);
+    data += used;
+    len -= used;
+    if (r == 1) {
+      if (outlen) ms_stream_emit_read(up, 0, out, outlen);
+      if (ms_stream_is_closing(up)) return;
+      if (!ms_stream_is_reading(up)) {
+        if (len && ms_unbox_stash(&c->dec, data, len) != 0)
+          ms_stream_emit_read(up, MS_ENOMEM, NULL, 0);
+        ms_stream_read_stop(c->lower);
+        return;
+      }
+      continue;
+    }
+    if (r == 0) return;
+    if (r == 2) {
+      if (!c->dec_ended) {
+        c->dec_ended = true;
+        ms_stream_read_stop(c->lower);
+        ms_stream_emit_read(up, MS_EOF, NULL, 0);
+      }
+      return;
+    }
+    ms_stream_read_stop(c->lower);
+    ms_stream_emit_read(up, r, NULL, 0);
+    return;
+  }
+}
+
+static void on_session_read(ms_stream_t *lower, int status, const uint8_t *data,
+                            size_t len, void *arg) {
+  (void)lower;
+  shs_conn_t *c = arg;
+  if (status == 0) {
+    /* Writable by the emit contract (multiserver_plugin.h): open in place. */
+    pump(c, (uint8_t *)data, len);
+    return;
+  }
+  if (c->dec_ended) return;
+  c->dec_ended = true;
+  int r = status == MS_EOF ? ms_unbox_eof(&c->dec) : status;
+  ms_stream_emit_read(c->upper, r == 0 ? MS_EOF : r, NULL, 0);
+}
+
+/* Session bytes that arrived with the handshake go first. */
+static int drain_early(shs_conn_t *c) {
+  if (c->early) {
+    uint8_t *e = c->early;
+    size_t n = c->early_len;
+    c->early = NULL;
+    c->early_len = 0;
+    int rc = ms_unbox_stash(&c->dec, e, n);
+    sodium_memzero(e, n);
+    free(e);
+    if (rc != 0) return rc;
+  }
+  if (ms_unbox_stashed(&c->dec)) pump(c, NULL, 0);
+  return 0;
+}
+
+static int shs_read_start(ms_stream_t *s) {
+  shs_conn_t *c = ms_stream_impl(s);
+  int rc = drain_early(c);
+  if (rc != 0) return rc;
+  if (!ms_stream_is_reading(s) || ms_stream_is_closing(s) || c->dec_ended) return 0;
+  return ms_stream_read_start(c->lower, on_session_read, c);
+}
+
+static int shs_read_stop(ms_stream_t *s) {
+  shs_conn_t *c = ms_stream_impl(s);
+  return ms_stream_read_stop(c->lower);
+}
+
+static void on_lower_shutdown(ms_stream_t *lower, int status, void *arg) {
+  (void)lower;
+  shs_conn_t *c = arg;
+  if (c->upper) ms_stream_shutdown_done(c->upper, status);
+}
+
+static void on_goodbye_written(ms_stream_t *lower, int status, void *arg) {
+  shs_conn_t *c = arg;
+  if (status != 0) {
+    if (c->upper) ms_stream_shutdown_done(c->upper, status);
+    return;
+  }
+  int rc = ms_stream_shutdown(lower, on_lower_shutdown, c);
+  if (rc != 0 && c->upper) ms_stream_shutdown_done(c->upper, rc);
+}
+
+static int shs_shutdown(ms_stream_t *s) {
+  shs_conn_t *c = ms_stream_impl(s);
+  ms_box_goodbye(&c->enc, c->goodbye);
+  ms_buf_t b = {c->goodbye, sizeof c->goodbye};
+  return ms_stream_write(c->lower, &b, 1, on_goodbye_written, c);
+}
+
+static void shs_close(ms_stream_t *s) {
+  shs_conn_t *c = ms_stream_impl(s);
+  /* Lower write callbacks complete our requests with MS_ECANCELED; the
+   * lower close callback then frees us and reports upper closed. */
+  ms_stream_close(c->lower, on_lower_closed, c);
+}
+
+static const ms_stream_ops_t shs_ops = {
+    .write = shs_write,
+    .read_start = shs_read_start,
+    .read_stop = shs_read_stop,
+    .shutdown = shs_shutdown,
+    .close = shs_close,
+};
+
+/* ---- handshake ------------------------------------------------------------ */
+
+static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *data,
+                              size_t len, void *arg);
+
+static void established(shs_conn_t *c) {
+  ms_shs_outcome_t o;
+  if (ms_shs_outcome(&c->hs, &o) != 0) {
+    fail(c, MS_EHANDSHAKE, "no outcome");
+    return;
+  }
+  ms_box_init(&c->enc, o.encrypt_key, o.encrypt_nonce);
+  ms_unbox_init(&c->dec, o.decrypt_key, o.decrypt_nonce);
+  ms_shs_wipe(&c->hs);
+  char key[SHS_B64_LEN];
+  b64_key(o.remote_pk, key);
+  const char *la = ms_stream_address(c->lower);
+  size_t n = strlen(la) + sizeof("~shs:") + SHS_B64_LEN;
+  char *addr = malloc(n);
+  ms_stream_t *up = NULL;
+  if (addr) {
+    snprintf(addr, n, "%s~shs:%s", la, key);
+    up = ms_stream_new(c->ms, &shs_ops, c, addr);
+    free(addr);
+  }
+  if (up == NULL) {
+    sodium_memzero(&o, sizeof o);
+    fail(c, MS_ENOMEM, "out of memory");
+    return;
+  }
+  ms_stream_set_remote_key(up, o.remote_pk);
+  sodium_memzero(&o, sizeof o);
+  ms_stream_set_server(up, c->role == MS_ROLE_SERVER);
+  ms_stream_set_auth(up, c->auth_value);
+  c->upper = up;
+  c->phase = PH_OPEN;
+  stop_timer(c);
+  ms_stream_read_stop(c->lower); /* resumes when the user reads */
+  ms_pwrap_t *pw = c->pw;
+  c->pw = NULL;
+  ms_pwrap_done(pw, 0, up, NULL);
+}
+
+static void send_msg(shs_conn_t *c, const uint8_t *msg, size_t len) {
+  ms_buf_t b = {msg, len};
+  int rc = ms_stream_write(c->lower, &b, 1, NULL, NULL);
+  if (rc != 0) fail(c, rc, "cannot write handshake message");
+}
+
+static void server_accept(shs_conn_t *c) {
+  if (ms_shs_server_accept(&c->hs, c->out2) != 0) {
+    fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+    return;
+  }
+  send_msg(c, c->out2, MS_SHS_MSG4_LEN);
+  if (c->phase == PH_HANDSHAKE || c->phase == PH_AUTHORIZING) established(c);
+}
+
+void ms_authorize_done(ms_authorize_t *req, bool accept, void *value) {
+  if (req == NULL) return;
+  shs_conn_t *c = req->conn;
+  free(req);
+  if (c == NULL) return; /* the handshake already failed or was canceled */
+  c->auth_req = NULL;
+  if (!accept) {
+    fail(c, MS_EUNAUTHORIZED, "client key not authorized");
+    return;
+  }
+  c->auth_value = value;
+  c->phase = PH_HANDSHAKE;
+  server_accept(c);
+  /* Bytes that arrived while authorizing are session data (c->early). */
+}
+
+static void authorize(shs_conn_t *c) {
+  const ms_options_t *o = ms_options(c->ms);
+  if (o->authorize == NULL) {
+    server_accept(c);
+    return;
+  }
+  ms_authorize_t *req = calloc(1, sizeof(*req));
+  if (req == NULL) {
+    fail(c, MS_ENOMEM, "out of memory");
+    return;
+  }
+  req->conn = c;
+  c->auth_req = req;
+  c->phase = PH_AUTHORIZING;
+  ms_stream_read_stop(c->lower); /* nothing more until we answer */
+  o->authorize(ms_shs_remote_key(&c->hs), req, o->authorize_arg);
+}
+
+/* One complete handshake message arrived in c->in. */
+static void step(shs_conn_t *c) {
+  int rc;
+  if (c->role == MS_ROLE_CLIENT) {
+    if (c->hs.stage == MS_SHS_CLIENT_WAIT_HELLO) {
+      rc = ms_shs_client_verify_hello(&c->hs, c->in);
+      if (rc == 0) rc = ms_shs_client_auth(&c->hs, c->out2);
+      if (rc != 0) {
+        fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+        return;
+      }
+      send_msg(c, c->out2, MS_SHS_MSG3_LEN);
+    } else {
+      rc = ms_shs_client_verify_accept(&c->hs, c->in);
+      if (rc != 0) {
+        fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+        return;
+      }
+      established(c);
+    }
+    return;
+  }
+  if (c->hs.stage == MS_SHS_SERVER_WAIT_HELLO) {
+    rc = ms_shs_server_verify_hello(&c->hs, c->in);
+    if (rc == 0) rc = ms_shs_server_hello(&c->hs, c->out1);
+    if (rc != 0) {
+      fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+      return;
+    }
+    send_msg(c, c->out1, MS_SHS_MSG2_LEN);
+  } else {
+    rc = ms_shs_server_verify_auth(&c->hs, c->in);
+    if (rc != 0) {
+      fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+      return;
+    }
+    authorize(c);
+  }
+}
+
+static int keep_early(shs_conn_t *c, const uint8_t *data, size_t len) {
+  uint8_t *e = realloc(c->early, c->early_len + len);
+  if (e == NULL) return MS_ENOMEM;
+  memcpy(e + c->early_len, data, len);
+  c->early = e;
+  c->early_len += len;
+  return 0;
+}
+
+static const char *hangup_reason(shs_conn_t *c) {
+  if (c->role == MS_ROLE_SERVER)
+    return c->hs.stage == MS_SHS_SERVER_WAIT_HELLO
+               ? "client hung up before msg1 (client hello)"
+               : "client hung up before msg3 (client auth)";
+  return c->hs.stage == MS_SHS_CLIENT_WAIT_HELLO
+             ? "server hung up after msg1 (client hello): wrong app key, or "
+               "not an shs server"
+             : "server hung up after msg3 (client auth): wrong server key, or "
+               "not authorized";
+}
+
+static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *data,
+                              size_t len, void *arg) {
+  (void)lower;
+  shs_conn_t *c = arg;
+  if (status != 0) {
+    char why[MS_REASON_LEN];
+    if (status == MS_EOF)
+      ms__reason(why, sizeof why, "%s", hangup_reason(c));
+    else
+      ms__reason(why, sizeof why, "%s (%s)", hangup_reason(c), ms_strerror(status));
+    fail(c, status == MS_EOF ? MS_EHANDSHAKE : status, why);
+    return;
+  }
+  while (len > 0 && c->phase == PH_HANDSHAKE) {
+    size_t want = ms_shs_expected(&c->hs);
+    if (want == 0) break; /* done: the rest is session data */
+    size_t take = want - c->inlen < len ? want - c->inlen : len;
+    memcpy(c->in + c->inlen, data, take);
+    c->inlen += take;
+    data += take;
+    len -= take;
+    if (c->inlen == want) {
+      c->inlen = 0;
+      step(c);
+    }
+  }
+  if (len > 0 && (c->phase == PH_OPEN || c->phase == PH_AUTHORIZING)) {
+    /* The peer already sent session bytes (with msg3 or msg4). */
+    if (keep_early(c, data, len) != 0) {
+      if (c->phase == PH_OPEN)
+        ms_stream_emit_read(c->upper, MS_ENOMEM, NULL, 0);
+      else
+        fail(c, MS_ENOMEM, "out of memory");
+      return;
+    }
+    /* A reader that started inside the done callback missed them. */
+    if (c->phase == PH_OPEN && ms_stream_is_reading(c->upper)) {
+      int rc = drain_early(c);
+      if (rc != 0) ms_stream_emit_read(c->upper, rc, NULL, 0);
+    }
+  }
+}
+
+static void on_timeout(uv_timer_t *t) {
+  shs_conn_t *c = t->data;
+  char why[MS_REASON_LEN];
+  ms__reason(why, sizeof why, "handshake timed out (%s)",
+             c->phase == PH_AUTHORIZING ? "authorize hook did not answer"
+                                        : hangup_reason(c));
+  fail(c, MS_ETIMEDOUT, why);
+}
+
+/* ---- protocol hooks ----------------------------------------------------- */
+
+static int shs_validate(const ms_section_t *sec, int role, void *pdata,
+                        char *reason, size_t reason_len) {
+  (void)pdata;
+  uint8_t k[32];
+  if (role == MS_ROLE_SERVER) {
+    if (sec->nfields > 1) {
+      ms__reason(reason, reason_len, "shs: a listen address takes at most the server key");
+      return MS_EADDRESS;
+    }
+  } else if (sec->nfields < 1 || sec->nfields > 2) {
+    ms__reason(reason, reason_len,
+               "shs: expected shs:KEY or shs:KEY:SEED (KEY = base64 ed25519 public key)");
+    return MS_EADDRESS;
+  }
+  for (size_t i = 0; i < sec->nfields; i++) {
+    if (ms_key_from_base64(k, sec->fields[i], sec->field_lens[i]) != 0) {
+      ms__reason(reason, reason_len, "shs: %s is not base64 of 32 bytes",
+                 i == 0 ? "KEY" : "SEED");
+      return MS_EKEY;
+    }
+  }
+  sodium_memzero(k, sizeof k);
+  return 0;
+}
+
+static size_t shs_advertise(ms_t *ms, const ms_section_t *sec, void *pdata,
+                            char *buf, size_t size) {
+  (void)sec;
+  (void)pdata;
+  char key[SHS_B64_LEN];
+  b64_key(ms_keys(ms)->public_key, key);
+  return (size_t)snprintf(buf, size, "shs:%s", key);
+}
+
+static int shs_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *sec,
+                    int role, void *pdata) {
+  (void)pdata;
+  ms_t *ms = ms_pwrap_ms(pw);
+  const ms_options_t *o = ms_options(ms);
+  const ms_keypair_t *own = ms_keys(ms);
+  uint8_t server_pk[32];
+  ms_keypair_t onetime;
+  const ms_keypair_t *local = own;
+  int rc = 0;
+  if (role == MS_ROLE_SERVER && sec->nfields == 1) {
+    if (ms_key_from_base64(server_pk, sec->fields[0], sec->field_lens[0]) != 0 ||
+        sodium_memcmp(server_pk, own->public_key, 32) != 0)
+      return MS_EKEY; /* listen key is not ours */
+  }
+  if (role == MS_ROLE_CLIENT) {
+    if (ms_key_from_base64(server_pk, sec->fields[0], sec->field_lens[0]) != 0)
+      return MS_EKEY;
+    if (sec->nfields == 2) {
+      uint8_t seed[32];
+      if (ms_key_from_base64(seed, sec->fields[1], sec->field_lens[1]) != 0)
+        return MS_EKEY;
+      rc = ms_keypair_from_seed(&onetime, seed);
+      sodium_memzero(seed, sizeof seed);
+      if (rc != 0) return MS_EKEY;
+      local = &onetime;
+    }
+  }
+  shs_conn_t *c = calloc(1, sizeof(*c));
+  if (c == NULL) return MS_ENOMEM;
+  c->ms = ms;
+  c->lower = lower;
+  c->pw = pw;
+  c->role = role;
+  c->phase = PH_HANDSHAKE;
+  if (role == MS_ROLE_CLIENT)
+    rc = ms_shs_client_init(&c->hs, o->app_key, local->secret_key, local->public_key,
+                            server_pk, NULL);
+  else
+    rc = ms_shs_server_init(&c->hs, o->app_key, local->secret_key, local->public_key,
+                            NULL);
+  if (local == &onetime) ms_keypair_wipe(&onetime);
+  if (rc == 0) rc = uv_timer_init(ms_loop(ms), &c->timer);
+  if (rc != 0) {
+    ms_shs_wipe(&c->hs);
+    free(c);
+    return rc == MS_EKEY ? MS_EKEY : rc;
+  }
+  c->timer.data = c;
+  ms_pwrap_set_impl(pw, c);
+  uv_timer_start(&c->timer, on_timeout, o->handshake_timeout_ms, 0);
+  rc = ms_stream_read_start(lower, on_handshake_read, c);
+  if (rc != 0) {
+    fail(c, rc, "cannot read");
+    return 0;
+  }
+  if (role == MS_ROLE_CLIENT) {
+    if (ms_shs_client_hello(&c->hs, c->out1) != 0) {
+      fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+      return 0;
+    }
+    send_msg(c, c->out1, MS_SHS_MSG1_LEN);
+  }
+  return 0;
+}
+
+static void shs_wrap_cancel(ms_pwrap_t *pw) {
+  shs_conn_t *c = ms_pwrap_impl(pw);
+  if (c) fail(c, MS_ECANCELED, "canceled");
+}
+
+const ms_protocol_t ms__proto_shs = {
+    .name = "shs",
+    .kind = MS_PROTO_TRANSFORM,
+    .validate = shs_validate,
+    .wrap = shs_wrap,
+    .wrap_cancel = shs_wrap_cancel,
+    .advertise = shs_advertise,
+};

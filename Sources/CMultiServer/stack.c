@@ -1,0 +1,176 @@
+/*
+ * A stack is one ;-alternative of an address: a transport section followed
+ * by transform sections. This file checks a stack against the registry and
+ * runs its transforms, in order, over a transport's stream.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "address.h"
+
+int ms__stack_resolve(ms_t *ms, const ms_addr_t *a, size_t alt, int role,
+                      ms_stack_t *st, char *reason, size_t reason_len) {
+  memset(st, 0, sizeof(*st));
+  st->nsec = ms_addr_sections(a, alt);
+  if (st->nsec == 0 || st->nsec > MS_ADDR_MAX_SECTIONS) {
+    ms__reason(reason, reason_len, "empty stack");
+    return MS_ESTACK;
+  }
+  for (size_t i = 0; i < st->nsec; i++) {
+    ms__addr_section(a, alt, i, &st->secs[i]);
+    const ms_proto_entry_t *e = ms__find_protocol(ms, st->secs[i].name);
+    if (e == NULL) {
+      ms__reason(reason, reason_len, "unknown protocol \"%s\"", st->secs[i].name);
+      return MS_EPROTO_UNKNOWN;
+    }
+    int want = i == 0 ? MS_PROTO_TRANSPORT : MS_PROTO_TRANSFORM;
+    if (e->proto->kind != want) {
+      ms__reason(reason, reason_len,
+                 i == 0 ? "\"%s\" is a transform: a stack starts with a transport"
+                        : "\"%s\" is a transport: only transforms may follow the first section",
+                 st->secs[i].name);
+      return MS_ESTACK;
+    }
+    st->protos[i] = e;
+  }
+  for (size_t i = 0; i < st->nsec; i++) {
+    const ms_protocol_t *p = st->protos[i]->proto;
+    if (p->validate == NULL) continue;
+    char why[MS_REASON_LEN] = "";
+    int rc = p->validate(&st->secs[i], role, st->protos[i]->pdata, why, sizeof why);
+    if (rc != 0) {
+      ms__reason(reason, reason_len, "%s", why[0] ? why : ms_strerror(rc));
+      return rc;
+    }
+  }
+  const ms_protocol_t *t = st->protos[0]->proto;
+  st->is_device = t->is_device && t->is_device(&st->secs[0], st->protos[0]->pdata);
+  if (!st->is_device && !ms_options(ms)->allow_remote_noauth) {
+    for (size_t i = 1; i < st->nsec; i++)
+      if (strcmp(st->secs[i].name, "noauth") == 0) {
+        ms__reason(reason, reason_len,
+                   "noauth refused on a stack that leaves this device (%s); "
+                   "set allow_remote_noauth to permit it", st->secs[0].name);
+        return MS_ENOAUTH_REMOTE;
+      }
+  }
+  return 0;
+}
+
+/* ---- transform chain --------------------------------------------------- */
+
+ms_t *ms_pwrap_ms(const ms_pwrap_t *pw) { return pw->ms; }
+void ms_pwrap_set_impl(ms_pwrap_t *pw, void *impl) { pw->impl = impl; }
+void *ms_pwrap_impl(const ms_pwrap_t *pw) { return pw->impl; }
+bool ms_pwrap_is_device(const ms_pwrap_t *pw) { return pw->stack->is_device; }
+
+static void chain_finish(ms_pwrap_t *pw, ms_stream_t *s, int status,
+                         const char *reason) {
+  pw->cb(pw, s, status, reason, pw->arg);
+  free(pw);
+}
+
+static void chain_fail(ms_pwrap_t *pw, int status, const char *reason) {
+  char buf[MS_REASON_LEN];
+  const char *name = pw->stack->protos[pw->idx]->proto->name;
+  ms__reason(buf, sizeof buf, "%s: %s", name, reason ? reason : ms_strerror(status));
+  chain_finish(pw, NULL, pw->canceled ? MS_ECANCELED : status, buf);
+}
+
+/* Apply transforms from pw->idx on, with s the stream below; returns when
+ * one is in flight or the chain has finished. */
+static void chain_step(ms_pwrap_t *pw, ms_stream_t *s) {
+  for (;;) {
+    if (pw->canceled) {
+      ms_stream_close(s, NULL, NULL);
+      chain_finish(pw, NULL, MS_ECANCELED, "canceled");
+      return;
+    }
+    if (pw->idx >= pw->stack->nsec) {
+      chain_finish(pw, s, 0, NULL);
+      return;
+    }
+    const ms_proto_entry_t *e = pw->stack->protos[pw->idx];
+    pw->impl = NULL;
+    pw->handoff = NULL;
+    pw->sync_done = false;
+    pw->sync_status = 0;
+    pw->in_wrap = true;
+    int rc = e->proto->wrap(pw, s, &pw->stack->secs[pw->idx], pw->role, e->pdata);
+    pw->in_wrap = false;
+    if (rc != 0) {
+      ms_stream_close(s, NULL, NULL);
+      chain_fail(pw, rc, NULL);
+      return;
+    }
+    if (!pw->sync_done) { /* in flight: ms_pwrap_done continues */
+      pw->in_flight = true;
+      return;
+    }
+    if (pw->sync_status != 0) {
+      chain_fail(pw, pw->sync_status, pw->sync_reason);
+      return;
+    }
+    s = pw->handoff;
+  }
+}
+
+void ms_pwrap_done(ms_pwrap_t *pw, int status, ms_stream_t *s,
+                   const char *reason) {
+  if (status == 0 && s == NULL) status = MS_EINVAL;
+  if (pw->in_wrap) {
+    pw->sync_done = true;
+    if (status != 0) { /* chain_step finishes after wrap() returns */
+      pw->sync_status = status;
+      ms__reason(pw->sync_reason, sizeof pw->sync_reason, "%s",
+                 reason ? reason : ms_strerror(status));
+      return;
+    }
+    pw->handoff = s;
+    pw->idx++;
+    return;
+  }
+  pw->in_flight = false;
+  if (status != 0) {
+    chain_fail(pw, status, reason);
+    return;
+  }
+  pw->idx++;
+  chain_step(pw, s);
+}
+
+static void chain_begin(void *arg) {
+  ms_pwrap_t *pw = arg;
+  chain_step(pw, pw->handoff);
+}
+
+ms_pwrap_t *ms__chain_start(ms_t *ms, const ms_stack_t *st, ms_stream_t *lower,
+                            int role, ms_chain_cb cb, void *arg) {
+  ms_pwrap_t *pw = calloc(1, sizeof(*pw));
+  if (pw == NULL) {
+    ms_stream_close(lower, NULL, NULL);
+    return NULL;
+  }
+  pw->ms = ms;
+  pw->stack = st;
+  pw->idx = 1;
+  pw->role = role;
+  pw->cb = cb;
+  pw->arg = arg;
+  pw->handoff = lower;
+  if (ms_call(ms, chain_begin, pw) != 0) {
+    ms_stream_close(lower, NULL, NULL);
+    free(pw);
+    return NULL;
+  }
+  return pw;
+}
+
+void ms__chain_cancel(ms_pwrap_t *pw) {
+  if (pw->canceled) return;
+  pw->canceled = true;
+  if (!pw->in_flight) return; /* chain_step sees the flag */
+  const ms_protocol_t *p = pw->stack->protos[pw->idx]->proto;
+  if (p->wrap_cancel) p->wrap_cancel(pw);
+}

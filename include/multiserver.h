@@ -1,0 +1,343 @@
+/*
+ * multiserver — one interface that serves and connects over many protocol
+ * stacks at once (net, unix, …, each optionally wrapped by transforms such as
+ * shs). Public C API.
+ *
+ * Conventions (libuv style):
+ *  - every function returns 0 (or a non-negative value) on success and a
+ *    negative MS_E* / libuv error code on failure; ms_strerror() names it;
+ *  - when a function that takes a callback returns an error, that callback
+ *    never fires;
+ *  - all handles belong to one loop and are used from that loop's thread
+ *    only; ms_call() is the one thread-safe entry point;
+ *  - memory of a handle is freed only after its close callback.
+ */
+#ifndef MULTISERVER_H
+#define MULTISERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MS_EXTERN __attribute__((visibility("default")))
+#define MS_WUR __attribute__((warn_unused_result))
+#else
+#define MS_EXTERN
+#define MS_WUR
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Our own codes live in [-40099, -40000]; everything else is a libuv code
+ * (negative errno, or UV_EAI_* for name resolution). */
+#define MS_ERRNO_MAP(XX)                                                     \
+  XX(EADDRESS, -40000, "malformed address")                                  \
+  XX(EPROTO_UNKNOWN, -40001, "no known protocol for this address")           \
+  XX(ESTACK, -40002, "stack does not match the transport's sections")        \
+  XX(EKEY, -40003, "bad key")                                                \
+  XX(EHANDSHAKE, -40004, "handshake failed")                                 \
+  XX(EUNAUTHORIZED, -40005, "peer not authorized")                           \
+  XX(EBOXHEADER, -40006, "box-stream: invalid header")                       \
+  XX(EBOXBODY, -40007, "box-stream: invalid body")                           \
+  XX(EHANGUP, -40008, "unexpected hang-up (stream ended without goodbye)")  \
+  XX(ETIMEDOUT, -40009, "timed out")                                         \
+  XX(ECANCELED, -40010, "operation canceled")                                \
+  XX(ECLOSED, -40011, "stream is closed")                                    \
+  XX(ESHUTDOWN, -40012, "write side already shut down")                      \
+  XX(ENOAUTH_REMOTE, -40013, "noauth refused on a non-device stack")         \
+  XX(EALLFAILED, -40014, "every alternative address failed")                 \
+  XX(EFRAME, -40015, "malformed frame")                                      \
+  XX(ESECRETFILE, -40016, "malformed secret file")                           \
+  XX(ENOMEM, -40017, "out of memory")                                        \
+  XX(EINVAL, -40018, "invalid argument")                                     \
+  XX(EOF, -40019, "end of stream")                                           \
+  XX(EEXIST, -40020, "already exists")                                       \
+  XX(ELIMIT, -40021, "limit exceeded")
+
+typedef enum {
+#define MS__ERR_ENUM(name, val, msg) MS_##name = (val),
+  MS_ERRNO_MAP(MS__ERR_ENUM)
+#undef MS__ERR_ENUM
+  MS__ERR_MAX = -40099
+} ms_errno_t;
+
+/* Human-readable message for any error code this library returns (ours or
+ * libuv's). Never NULL. */
+MS_EXTERN const char *ms_strerror(int err);
+/* Symbolic name ("MS_EHANDSHAKE", "ECONNREFUSED"). Never NULL. */
+MS_EXTERN const char *ms_err_name(int err);
+
+/* ------------------------------------------------------------------ */
+/* Sizes                                                               */
+/* ------------------------------------------------------------------ */
+
+#define MS_PUBLICKEYBYTES 32
+#define MS_SECRETKEYBYTES 64 /* ed25519: seed ‖ public key */
+#define MS_SEEDBYTES 32
+#define MS_APPKEYBYTES 32
+MS_EXTERN size_t ms_publickeybytes(void);
+MS_EXTERN size_t ms_secretkeybytes(void);
+
+/* ------------------------------------------------------------------ */
+/* Address codec (pure, no I/O)                                        */
+/* ------------------------------------------------------------------ */
+
+/* A parsed multiaddress: alternatives (;) of stacks (~) of sections, each a
+ * protocol name plus data fields (:), stored unescaped. Immutable after
+ * parse; free with ms_addr_free(). */
+typedef struct ms_addr_s ms_addr_t;
+
+/* Parse error detail. */
+typedef struct {
+  size_t offset;      /* byte offset in the input where the problem is */
+  int alternative;    /* 0-based index of the ;-alternative, -1 if n/a */
+  int section;        /* 0-based index of the ~-section, -1 if n/a */
+  char message[160];  /* e.g. "empty section", "protocol name must start …" */
+} ms_addr_error_t;
+
+#define MS_ADDR_MAX_LEN 8192    /* longest accepted address string */
+#define MS_ADDR_MAX_ALTS 64     /* ;-alternatives */
+#define MS_ADDR_MAX_SECTIONS 16 /* ~-sections in one stack */
+#define MS_ADDR_MAX_FIELDS 32   /* :-fields in one section */
+
+/* Grammar only (spec/address.md). err may be NULL. Returns 0 or MS_EADDRESS. */
+MS_EXTERN int ms_addr_parse(const char *str, size_t len, ms_addr_t **out,
+                            ms_addr_error_t *err);
+MS_EXTERN void ms_addr_free(ms_addr_t *addr);
+/* Canonical printed form into buf (NUL-terminated). Returns the length it
+ * needs (excluding NUL), like snprintf; the output is truncated if larger
+ * than size. */
+MS_EXTERN size_t ms_addr_print(const ms_addr_t *addr, char *buf, size_t size);
+/* Canonical form as a malloc'd string (free with ms_free), NULL on ENOMEM. */
+MS_EXTERN char *ms_addr_to_string(const ms_addr_t *addr);
+
+MS_EXTERN size_t ms_addr_alternatives(const ms_addr_t *addr);
+MS_EXTERN size_t ms_addr_sections(const ms_addr_t *addr, size_t alt);
+/* Protocol name of a section ("net", "shs"). */
+MS_EXTERN const char *ms_addr_name(const ms_addr_t *addr, size_t alt,
+                                   size_t sec);
+MS_EXTERN size_t ms_addr_fields(const ms_addr_t *addr, size_t alt, size_t sec);
+/* Unescaped field data (NUL-terminated; the length is in *len if non-NULL). */
+MS_EXTERN const char *ms_addr_field(const ms_addr_t *addr, size_t alt,
+                                    size_t sec, size_t field, size_t *len);
+
+/* One section, as handed to a protocol's hooks. Borrowed: valid during the
+ * call only. */
+typedef struct {
+  const char *name;
+  size_t nfields;
+  const char *const *fields;    /* unescaped, NUL-terminated */
+  const size_t *field_lens;
+} ms_section_t;
+
+/* Escape one field for printing (! before ! : ; ~). Returns needed length. */
+MS_EXTERN size_t ms_addr_escape(const char *in, size_t len, char *buf,
+                                size_t size);
+
+MS_EXTERN void ms_free(void *p);
+
+/* ------------------------------------------------------------------ */
+/* Keys (ed25519, Scuttlebutt formats)                                 */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+  uint8_t public_key[MS_PUBLICKEYBYTES];
+  uint8_t secret_key[MS_SECRETKEYBYTES];
+} ms_keypair_t;
+
+MS_EXTERN int ms_keypair_generate(ms_keypair_t *kp);
+MS_EXTERN int ms_keypair_from_seed(ms_keypair_t *kp,
+                                   const uint8_t seed[MS_SEEDBYTES]);
+/* Wipe a key pair (sodium_memzero). */
+MS_EXTERN void ms_keypair_wipe(ms_keypair_t *kp);
+/* Read/write the ~/.ssb/secret format (JSON with curve, public, private, id;
+ * '#' comment lines). Written files are created 0600. */
+MS_EXTERN int ms_keypair_load(ms_keypair_t *kp, const char *path);
+MS_EXTERN int ms_keypair_save(const ms_keypair_t *kp, const char *path);
+/* "@<base64>.ed25519"; buf needs MS_ID_LEN + 1 bytes. */
+#define MS_ID_LEN 53
+MS_EXTERN int ms_key_to_id(const uint8_t pk[MS_PUBLICKEYBYTES], char *buf,
+                           size_t size);
+/* Accepts "@<base64>.ed25519" or bare standard base64 (44 chars). */
+MS_EXTERN int ms_key_from_id(uint8_t pk[MS_PUBLICKEYBYTES], const char *id);
+/* Standard base64 with padding of 32 bytes; buf needs 45 bytes. */
+MS_EXTERN int ms_key_to_base64(const uint8_t key[32], char *buf, size_t size);
+MS_EXTERN int ms_key_from_base64(uint8_t key[32], const char *b64, size_t len);
+
+/* The main Scuttlebutt network key, 1KHLiKZvAvjbY1ziZEHMXawbCEIM6qwjCDm3VYRan/s= */
+MS_EXTERN const uint8_t *ms_appkey_scuttlebutt(void);
+
+/* ------------------------------------------------------------------ */
+/* Streams                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct ms_stream_s ms_stream_t;
+typedef struct ms_s ms_t;
+typedef struct ms_listener_s ms_listener_t;
+typedef struct ms_connect_s ms_connect_t;
+
+typedef struct {
+  const void *base;
+  size_t len;
+} ms_buf_t;
+
+/* Completion of a write: status 0, or an error (the stream failed or was
+ * closed; MS_ECANCELED for writes still queued at close). */
+typedef void (*ms_write_cb)(ms_stream_t *s, int status, void *arg);
+/* Incoming bytes: status 0 with data valid only during the call; MS_EOF once
+ * the remote has finished writing (clean end); another negative code on
+ * error (after which no more reads arrive). */
+typedef void (*ms_read_cb)(ms_stream_t *s, int status, const uint8_t *data,
+                           size_t len, void *arg);
+typedef void (*ms_close_cb)(ms_stream_t *s, void *arg);
+typedef void (*ms_shutdown_cb)(ms_stream_t *s, int status, void *arg);
+typedef void (*ms_drain_cb)(ms_stream_t *s, void *arg);
+
+/* Queue bytes. The buffers must stay valid until cb fires (cb may be NULL).
+ * Never fails for backpressure: compare ms_stream_write_queue_size() with the
+ * high-water mark, or wait for the drain callback. */
+MS_EXTERN int ms_stream_write(ms_stream_t *s, const ms_buf_t *bufs,
+                              unsigned nbufs, ms_write_cb cb, void *arg);
+/* Bytes accepted by ms_stream_write and not yet completed. */
+MS_EXTERN size_t ms_stream_write_queue_size(const ms_stream_t *s);
+/* Default 1 MiB. */
+MS_EXTERN void ms_stream_set_high_water(ms_stream_t *s, size_t bytes);
+MS_EXTERN size_t ms_stream_high_water(const ms_stream_t *s);
+/* true while write_queue_size < high water mark. */
+MS_EXTERN bool ms_stream_writable(const ms_stream_t *s);
+/* Called each time the queue falls below the high-water mark after having
+ * reached it. */
+MS_EXTERN void ms_stream_on_drain(ms_stream_t *s, ms_drain_cb cb, void *arg);
+
+MS_EXTERN int ms_stream_read_start(ms_stream_t *s, ms_read_cb cb, void *arg);
+MS_EXTERN int ms_stream_read_stop(ms_stream_t *s);
+
+/* Half-close: after every queued write has completed, end the write side
+ * (transforms send their end marker, e.g. the box-stream goodbye). */
+MS_EXTERN int ms_stream_shutdown(ms_stream_t *s, ms_shutdown_cb cb, void *arg);
+/* Close now: queued writes complete with MS_ECANCELED, then cb fires and the
+ * handle is freed. Safe to call once; later calls are ignored. */
+MS_EXTERN void ms_stream_close(ms_stream_t *s, ms_close_cb cb, void *arg);
+
+/* Full address of the stack, e.g. "net:127.0.0.1:52311~shs:KEY". */
+MS_EXTERN const char *ms_stream_address(const ms_stream_t *s);
+/* Name of the transport/stack this came from as given to ms_listen (the
+ * canonical listen address of its stack); NULL for outgoing streams. */
+MS_EXTERN const char *ms_stream_stack(const ms_stream_t *s);
+/* Remote long-term public key (32 bytes) or NULL when unauthenticated. */
+MS_EXTERN const uint8_t *ms_stream_remote_key(const ms_stream_t *s);
+/* Value the server's authorize hook attached, or NULL. */
+MS_EXTERN void *ms_stream_auth(const ms_stream_t *s);
+/* true for streams accepted by a listener. */
+MS_EXTERN bool ms_stream_is_server(const ms_stream_t *s);
+MS_EXTERN void ms_stream_set_data(ms_stream_t *s, void *data);
+MS_EXTERN void *ms_stream_data(const ms_stream_t *s);
+
+/* ------------------------------------------------------------------ */
+/* The multiserver                                                     */
+/* ------------------------------------------------------------------ */
+
+typedef struct ms_authorize_s ms_authorize_t;
+/* Server-side shs authorize hook, called on the loop after msg3 verified the
+ * client's key. Answer (now or later, on the loop) with ms_authorize_done();
+ * it must be called exactly once per invocation. */
+typedef void (*ms_authorize_fn)(const uint8_t remote_key[MS_PUBLICKEYBYTES],
+                                ms_authorize_t *req, void *arg);
+/* accept=false hangs up without msg4; value is attached to the stream
+ * (ms_stream_auth) on accept. */
+MS_EXTERN void ms_authorize_done(ms_authorize_t *req, bool accept,
+                                 void *value);
+
+typedef struct {
+  /* Long-term identity for shs. If NULL, a fresh key pair is generated. */
+  const ms_keypair_t *keys;
+  /* Network key for shs; NULL means ms_appkey_scuttlebutt(). */
+  const uint8_t *app_key;
+  /* shs handshake timeout in ms; 0 means 15000. */
+  uint32_t handshake_timeout_ms;
+  /* TCP connect timeout in ms; 0 means 10000. */
+  uint32_t connect_timeout_ms;
+  /* Server-side authorize hook; NULL accepts everyone. */
+  ms_authorize_fn authorize;
+  void *authorize_arg;
+  /* Permit noauth on stacks that leave the device (anything but unix or a
+   * loopback net address). Off by default: noauth gives no confidentiality
+   * and no authentication. */
+  bool allow_remote_noauth;
+} ms_options_t;
+
+MS_EXTERN void ms_options_init(ms_options_t *opts);
+
+/* A multiserver owning its own event loop. Registers the built-in protocols
+ * (net, unix, noauth, shs). */
+MS_EXTERN int ms_new(ms_t **out, const ms_options_t *opts);
+/* Frees the multiserver. Every listener, connect and stream must be closed
+ * first (ms_run until they are); returns MS_EEXIST (and frees nothing)
+ * otherwise. */
+MS_EXTERN int ms_delete(ms_t *ms);
+/* Run the loop: MS_RUN_DEFAULT until no work is left, MS_RUN_ONCE, or
+ * MS_RUN_NOWAIT (libuv's uv_run modes). */
+enum { MS_RUN_DEFAULT = 0, MS_RUN_ONCE = 1, MS_RUN_NOWAIT = 2 };
+MS_EXTERN int ms_run(ms_t *ms, int mode);
+/* Stop ms_run at the next opportunity (loop thread only). */
+MS_EXTERN void ms_stop(ms_t *ms);
+MS_EXTERN const ms_keypair_t *ms_keys(const ms_t *ms);
+MS_EXTERN const uint8_t *ms_app_key(const ms_t *ms);
+
+/* Threading: run the loop on a thread the library starts. While it runs,
+ * use the handles only from callbacks or through ms_call(). */
+MS_EXTERN int ms_thread_start(ms_t *ms);
+/* Ask the loop thread to finish (after closing everything you opened) and
+ * join it. Call from another thread. */
+MS_EXTERN int ms_thread_join(ms_t *ms);
+/* Run fn(arg) on the loop thread soon. Thread-safe; callable from any thread
+ * (including the loop thread, where it runs on the next iteration). */
+MS_EXTERN int ms_call(ms_t *ms, void (*fn)(void *arg), void *arg);
+
+/* Incoming connection on any listened stack. The stream is handed over: the
+ * callee owns it and must eventually ms_stream_close() it. */
+typedef void (*ms_connection_cb)(ms_stream_t *s, void *arg);
+/* A listener-level failure after listening started, e.g. an incoming
+ * connection whose transform handshake failed (for logging). */
+typedef void (*ms_listen_error_cb)(const char *stack, int status,
+                                   const char *reason, void *arg);
+
+/* Listen on every stack of a (;-joined) address. Either all listen or none
+ * (the error says which stack failed in reason, if non-NULL). */
+MS_EXTERN int ms_listen(ms_t *ms, const char *address, ms_connection_cb cb,
+                        void *arg, ms_listener_t **out, char *reason,
+                        size_t reason_len);
+MS_EXTERN void ms_listener_on_error(ms_listener_t *l, ms_listen_error_cb cb,
+                                    void *arg);
+/* The multiaddress that reaches this listener: ;-joined, actual ports,
+ * transforms carrying the server's public key (net:127.0.0.1:41234~shs:KEY). */
+MS_EXTERN const char *ms_listener_address(const ms_listener_t *l);
+typedef void (*ms_listener_close_cb)(ms_listener_t *l, void *arg);
+/* Stop listening on every stack; cb fires when all are closed. Accepted
+ * streams are not affected. */
+MS_EXTERN void ms_listener_close(ms_listener_t *l, ms_listener_close_cb cb,
+                                 void *arg);
+
+/* Outcome of ms_connect: status 0 and a stream (now owned by the callee), or
+ * an error with a one-line reason naming each alternative's failure. */
+typedef void (*ms_connect_cb)(ms_stream_t *s, int status, const char *reason,
+                              void *arg);
+/* Connect to a multiaddress: tries the ;-alternatives in order, skipping those
+ * with unknown protocols and falling back on network errors. req (may be
+ * NULL) allows cancellation until cb fires. */
+MS_EXTERN int ms_connect(ms_t *ms, const char *address, ms_connect_cb cb,
+                         void *arg, ms_connect_t **req);
+/* Cancel a pending connect: cb fires with MS_ECANCELED. */
+MS_EXTERN void ms_connect_cancel(ms_connect_t *req);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MULTISERVER_H */
