@@ -143,6 +143,17 @@ MS_EXTERN size_t ms_addr_escape(const char *in, size_t len, char *buf,
 
 MS_EXTERN void ms_free(void *p);
 
+/* Check an address without a multiserver: the grammar, and for the protocols
+ * built into the library (net, unix, noauth, shs) their own rules for the
+ * role (listen or dial) and the shape of each stack (a transport, then
+ * transforms). Alternatives naming other protocols are checked for grammar
+ * only. On success *canonical (if non-NULL) receives the canonical form, to
+ * free with ms_free. Returns 0, MS_EADDRESS, MS_EKEY, MS_ESTACK or
+ * MS_ENOAUTH_REMOTE with a reason naming the alternative and offset. */
+MS_EXTERN int ms_address_check(const char *address, bool listen,
+                               char **canonical, char *reason,
+                               size_t reason_len);
+
 /* ------------------------------------------------------------------ */
 /* Keys (ed25519, Scuttlebutt formats)                                 */
 /* ------------------------------------------------------------------ */

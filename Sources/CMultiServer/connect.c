@@ -157,7 +157,7 @@ int ms_connect(ms_t *ms, const char *address, ms_connect_cb cb, void *arg,
   } else {
     c->nalts = ms_addr_alternatives(c->addr);
   }
-  int rc = ms_call(ms, start, c);
+  int rc = ms__defer(ms, start, c);
   if (rc != 0) {
     ms_addr_free(c->addr);
     free(c);

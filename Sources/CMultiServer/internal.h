@@ -37,6 +37,10 @@ struct ms_s {
   uv_async_t async;
   uv_mutex_t qlock;
   ms_call_t *qhead, *qtail;
+  /* Same-thread deferred calls (ms__defer): an idle handle that is active,
+   * so keeps the loop alive, only while calls are pending. */
+  uv_idle_t idle;
+  ms_call_t *dhead, *dtail;
   uv_thread_t thread;
   bool thread_started;
   bool join_requested;
@@ -118,6 +122,9 @@ ms_stream_t *ms__uvstream_start(ms_uvstream_t *u, ms_t *ms,
                                 const char *address);
 
 /* multiserver.c */
+/* Run fn(arg) on a later turn of the loop. Loop thread only. Unlike a
+ * cross-thread ms_call(), a pending deferred call keeps ms_run() going. */
+int ms__defer(ms_t *ms, void (*fn)(void *arg), void *arg);
 void ms__live_inc(ms_t *ms);
 void ms__live_dec(ms_t *ms);
 const ms_proto_entry_t *ms__find_protocol(const ms_t *ms, const char *name);

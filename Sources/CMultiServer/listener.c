@@ -81,7 +81,7 @@ static void finish_free(void *p) {
 static void maybe_free(ms_listener_t *l) {
   if (!l->closing || l->open != 0 || l->chains != NULL || l->finishing) return;
   l->finishing = true;
-  if (ms_call(l->ms, finish_free, l) != 0) finish_free(l);
+  if (ms__defer(l->ms, finish_free, l) != 0) finish_free(l);
 }
 
 void ms_plisten_closed(ms_plisten_t *pl) {

@@ -64,6 +64,33 @@ int ms_call(ms_t *ms, void (*fn)(void *arg), void *arg) {
   return uv_async_send(&ms->async);
 }
 
+static void run_deferred(uv_idle_t *h) {
+  ms_t *ms = h->data;
+  ms_call_t *c = ms->dhead;
+  ms->dhead = ms->dtail = NULL;
+  while (c) {
+    ms_call_t *next = c->next;
+    c->fn(c->arg);
+    free(c);
+    c = next;
+  }
+  if (ms->dhead == NULL) uv_idle_stop(&ms->idle);
+}
+
+int ms__defer(ms_t *ms, void (*fn)(void *arg), void *arg) {
+  ms_call_t *c = malloc(sizeof(*c));
+  if (c == NULL) return MS_ENOMEM;
+  c->fn = fn;
+  c->arg = arg;
+  c->next = NULL;
+  if (ms->dtail)
+    ms->dtail->next = c;
+  else
+    ms->dhead = c;
+  ms->dtail = c;
+  return uv_idle_start(&ms->idle, run_deferred);
+}
+
 static int setup(ms_t *ms, const ms_options_t *opts) {
   if (sodium_init() < 0) return MS_ENOMEM;
   if (opts) ms->opts = *opts;
@@ -87,6 +114,8 @@ static int setup(ms_t *ms, const ms_options_t *opts) {
     return rc;
   }
   ms->async.data = ms;
+  uv_idle_init(ms->loop, &ms->idle);
+  ms->idle.data = ms;
   /* The queue alone must not keep ms_run() going. */
   uv_unref((uv_handle_t *)&ms->async);
   ms_register(ms, &ms__proto_net, NULL);
@@ -148,7 +177,9 @@ int ms_delete(ms_t *ms) {
   if (ms->thread_started) return MS_EEXIST;
   /* Run what is still queued (e.g. deferred close callbacks). */
   drain_calls(&ms->async);
+  while (ms->dhead) run_deferred(&ms->idle);
   if (ms->live != 0) return MS_EEXIST;
+  uv_close((uv_handle_t *)&ms->idle, NULL);
   uv_close((uv_handle_t *)&ms->async, on_async_closed);
   while (ms->async.data != NULL) uv_run(ms->loop, UV_RUN_NOWAIT);
   uv_mutex_destroy(&ms->qlock);

@@ -159,7 +159,7 @@ ms_pwrap_t *ms__chain_start(ms_t *ms, const ms_stack_t *st, ms_stream_t *lower,
   pw->cb = cb;
   pw->arg = arg;
   pw->handoff = lower;
-  if (ms_call(ms, chain_begin, pw) != 0) {
+  if (ms__defer(ms, chain_begin, pw) != 0) {
     ms_stream_close(lower, NULL, NULL);
     free(pw);
     return NULL;
@@ -173,4 +173,74 @@ void ms__chain_cancel(ms_pwrap_t *pw) {
   if (!pw->in_flight) return; /* chain_step sees the flag */
   const ms_protocol_t *p = pw->stack->protos[pw->idx]->proto;
   if (p->wrap_cancel) p->wrap_cancel(pw);
+}
+
+/* ---- registry-free check of an address ----------------------------------- */
+
+extern const ms_protocol_t ms__proto_shs;
+
+static const ms_protocol_t *builtin(const char *name) {
+  const ms_protocol_t *all[] = {&ms__proto_net, &ms__proto_unix,
+                                &ms__proto_noauth, &ms__proto_shs};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    if (strcmp(all[i]->name, name) == 0) return all[i];
+  return NULL;
+}
+
+int ms_address_check(const char *address, bool listen, char **canonical,
+                     char *reason, size_t reason_len) {
+  if (address == NULL) return MS_EINVAL;
+  ms_addr_t *a;
+  ms_addr_error_t perr;
+  int rc = ms_addr_parse(address, strlen(address), &a, &perr);
+  if (rc != 0) {
+    if (perr.alternative >= 0)
+      ms__reason(reason, reason_len, "bad address at offset %zu (alternative %d, section %d): %s",
+                 perr.offset, perr.alternative + 1, perr.section + 1, perr.message);
+    else
+      ms__reason(reason, reason_len, "bad address: %s", perr.message);
+    return rc;
+  }
+  int role = listen ? MS_ROLE_SERVER : MS_ROLE_CLIENT;
+  for (size_t alt = 0; alt < ms_addr_alternatives(a) && rc == 0; alt++) {
+    size_t n = ms_addr_sections(a, alt);
+    ms_section_t secs[MS_ADDR_MAX_SECTIONS];
+    const ms_protocol_t *protos[MS_ADDR_MAX_SECTIONS] = {0};
+    bool all_known = true;
+    for (size_t i = 0; i < n; i++) {
+      ms__addr_section(a, alt, i, &secs[i]);
+      protos[i] = builtin(secs[i].name);
+      if (protos[i] == NULL) all_known = false;
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+      if (protos[i] == NULL) continue;
+      int want = i == 0 ? MS_PROTO_TRANSPORT : MS_PROTO_TRANSFORM;
+      if (all_known && protos[i]->kind != want) {
+        ms__reason(reason, reason_len, "alternative %zu: \"%s\" is a %s and cannot be section %zu",
+                   alt + 1, secs[i].name,
+                   protos[i]->kind == MS_PROTO_TRANSPORT ? "transport" : "transform", i + 1);
+        rc = MS_ESTACK;
+        break;
+      }
+      char why[MS_REASON_LEN] = "";
+      rc = protos[i]->validate ? protos[i]->validate(&secs[i], role, NULL, why, sizeof why) : 0;
+      if (rc != 0)
+        ms__reason(reason, reason_len, "alternative %zu: %s", alt + 1,
+                   why[0] ? why : ms_strerror(rc));
+    }
+    if (rc == 0 && all_known && n > 0 && !(protos[0]->is_device && protos[0]->is_device(&secs[0], NULL))) {
+      for (size_t i = 1; i < n; i++)
+        if (protos[i] == &ms__proto_noauth) {
+          ms__reason(reason, reason_len,
+                     "alternative %zu: noauth on a stack that leaves this device", alt + 1);
+          rc = MS_ENOAUTH_REMOTE;
+        }
+    }
+  }
+  if (rc == 0 && canonical) {
+    *canonical = ms_addr_to_string(a);
+    if (*canonical == NULL) rc = MS_ENOMEM;
+  }
+  ms_addr_free(a);
+  return rc;
 }

@@ -263,7 +263,7 @@ void ms_stream_close(ms_stream_t *s, ms_close_cb cb, void *arg) {
   s->in_close = false;
   /* The implementation finished synchronously: still never call back from
    * inside ms_stream_close(). */
-  if (s->impl_closed && ms_call(s->ms, finish_close, s) != 0) finish_close(s);
+  if (s->impl_closed && ms__defer(s->ms, finish_close, s) != 0) finish_close(s);
 }
 
 void ms_stream_closed(ms_stream_t *s) {

@@ -1,0 +1,51 @@
+// swift-tools-version: 6.2
+//
+// multiserver: a C11 core (Sources/CMultiServer, public headers in include/
+// reached through the symlink Sources/CMultiServer/include) with a thin Swift
+// module over it (Sources/MultiServer) and a C command-line tool
+// (Sources/MultiServerCLI). The Makefile builds the same C sources for C users.
+//
+// No unsafeFlags: a package that uses them cannot be used as a dependency.
+import PackageDescription
+
+let package = Package(
+    name: "multiserver",
+    products: [
+        .library(name: "MultiServer", targets: ["MultiServer"]),
+        .executable(name: "multiserver", targets: ["MultiServerCLI"]),
+    ],
+    targets: [
+        .target(
+            name: "CMultiServer",
+            path: "Sources/CMultiServer",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [
+                .linkedLibrary("uv"),
+                .linkedLibrary("sodium"),
+                .linkedLibrary("z"),
+                .linkedLibrary("pthread"),
+            ]
+        ),
+        .target(
+            name: "MultiServer",
+            dependencies: ["CMultiServer"],
+            path: "Sources/MultiServer",
+            swiftSettings: [
+                .swiftLanguageMode(.v6),
+                .treatAllWarnings(as: .error),
+            ]
+        ),
+        .executableTarget(
+            name: "MultiServerCLI",
+            dependencies: ["CMultiServer"],
+            path: "Sources/MultiServerCLI",
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
+        .testTarget(
+            name: "MultiServerTests",
+            dependencies: ["MultiServer"],
+            path: "Tests/MultiServerTests",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
+    ]
+)

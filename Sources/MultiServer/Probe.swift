@@ -1,0 +1,2 @@
+internal import CMultiServer
+func probe() -> Int32 { MS_EHANDSHAKE.rawValue }

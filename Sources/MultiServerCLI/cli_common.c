@@ -1,0 +1,176 @@
+/* Options and stdio plumbing shared by the multiserver subcommands. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "cli.h"
+
+void cli_err(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("multiserver: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  fflush(stderr);
+}
+
+int cli_write_all(int fd, const void *buf, size_t len) {
+  const uint8_t *p = buf;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static const char *value(int argc, char **argv, int *i) {
+  if (*i + 1 >= argc) {
+    cli_err("%s needs a value", argv[*i]);
+    return NULL;
+  }
+  return argv[++*i];
+}
+
+int cli_common_option(cli_opts_t *o, int argc, char **argv, int *i,
+                      bool allow_authorize) {
+  const char *a = argv[*i];
+  const char *v;
+  if (strcmp(a, "--keys") == 0) {
+    if ((v = value(argc, argv, i)) == NULL) return -1;
+    int rc = ms_keypair_load(&o->keys, v);
+    if (rc != 0) {
+      cli_err("cannot load keys from %s: %s", v, ms_strerror(rc));
+      return -1;
+    }
+    o->have_keys = true;
+    return 1;
+  }
+  if (strcmp(a, "--app-key") == 0) {
+    if ((v = value(argc, argv, i)) == NULL) return -1;
+    if (ms_key_from_base64(o->app_key, v, strlen(v)) != 0) {
+      cli_err("--app-key: not base64 of 32 bytes: %s", v);
+      return -1;
+    }
+    o->have_app_key = true;
+    return 1;
+  }
+  if (allow_authorize && strcmp(a, "--authorize") == 0) {
+    if ((v = value(argc, argv, i)) == NULL) return -1;
+    if (o->nallow == CLI_MAX_AUTH) {
+      cli_err("--authorize: at most %d keys", CLI_MAX_AUTH);
+      return -1;
+    }
+    if (ms_key_from_id(o->allow[o->nallow], v) != 0) {
+      cli_err("--authorize: not an ed25519 id (@<base64>.ed25519): %s", v);
+      return -1;
+    }
+    o->nallow++;
+    return 1;
+  }
+  if (strcmp(a, "--allow-remote-noauth") == 0) {
+    o->allow_remote_noauth = true;
+    return 1;
+  }
+  if (strcmp(a, "--timeout") == 0) {
+    if ((v = value(argc, argv, i)) == NULL) return -1;
+    char *end;
+    unsigned long t = strtoul(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || t == 0 || t > 3600000) {
+      cli_err("--timeout: milliseconds 1..3600000, got %s", v);
+      return -1;
+    }
+    o->timeout_ms = (unsigned)t;
+    return 1;
+  }
+  return 0;
+}
+
+static void authorize_hook(const uint8_t key[MS_PUBLICKEYBYTES],
+                           ms_authorize_t *req, void *arg) {
+  cli_opts_t *o = arg;
+  for (size_t i = 0; i < o->nallow; i++) {
+    if (memcmp(o->allow[i], key, MS_PUBLICKEYBYTES) == 0) {
+      ms_authorize_done(req, true, NULL);
+      return;
+    }
+  }
+  char id[MS_ID_LEN + 1];
+  ms_key_to_id(key, id, sizeof id);
+  cli_err("refused %s: not in the --authorize list", id);
+  ms_authorize_done(req, false, NULL);
+}
+
+void cli_ms_options(cli_opts_t *o, ms_options_t *mo) {
+  ms_options_init(mo);
+  if (o->have_keys) mo->keys = &o->keys;
+  if (o->have_app_key) mo->app_key = o->app_key;
+  if (o->nallow) {
+    mo->authorize = authorize_hook;
+    mo->authorize_arg = o;
+  }
+  mo->allow_remote_noauth = o->allow_remote_noauth;
+  if (o->timeout_ms) {
+    mo->connect_timeout_ms = o->timeout_ms;
+    mo->handshake_timeout_ms = o->timeout_ms;
+  }
+}
+
+/* ---- stdin pump -------------------------------------------------------- */
+
+#define STDIN_CHUNK (64 * 1024)
+
+static struct {
+  ms_t *ms;
+  cli_stdin_cb cb;
+  void *arg;
+  uv_sem_t consumed;
+  uv_thread_t thread;
+  uint8_t buf[STDIN_CHUNK];
+  ssize_t n;
+  int err;
+} in;
+
+static void deliver(void *unused) {
+  (void)unused;
+  if (in.n > 0)
+    in.cb(in.buf, (size_t)in.n, 0, in.arg);
+  else
+    in.cb(NULL, 0, in.n < 0 ? in.err : 0, in.arg);
+}
+
+static void reader(void *unused) {
+  (void)unused;
+  for (;;) {
+    ssize_t n;
+    do {
+      n = read(0, in.buf, sizeof in.buf);
+    } while (n < 0 && errno == EINTR);
+    in.n = n;
+    in.err = n < 0 ? -errno : 0;
+    if (ms_call(in.ms, deliver, NULL) != 0) return;
+    if (n <= 0) return;
+    uv_sem_wait(&in.consumed);
+  }
+}
+
+int cli_stdin_start(ms_t *ms, cli_stdin_cb cb, void *arg) {
+  in.ms = ms;
+  in.cb = cb;
+  in.arg = arg;
+  int rc = uv_sem_init(&in.consumed, 0);
+  if (rc != 0) return rc;
+  return uv_thread_create(&in.thread, reader, NULL);
+}
+
+void cli_stdin_done(void) { uv_sem_post(&in.consumed); }
