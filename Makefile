@@ -31,7 +31,8 @@ FUZZ_SRCS  = $(sort $(wildcard Tests/fuzz/fuzz_*.c))
 HEADERS    = $(wildcard include/*.h) $(wildcard Sources/CMultiServer/*.h)
 VERSION    = 0.1.0
 
-.PHONY: all lib cli tests test test-c test-cli test-asan fuzz install uninstall examples bench clean
+.PHONY: all lib cli tests test test-c test-cli test-asan fuzz install uninstall examples bench clean \
+        check demo swift-build swift-test
 
 all: lib cli
 
@@ -65,8 +66,11 @@ tests: $(TEST_BINS)
 test-c: all tests
 	Tests/c/run.sh $(BUILD)
 
+# Python from .ci/setup's venv when present (it has PyNaCl + secret-handshake).
+PYTHON ?= $(shell [ -x build/venv/bin/python ] && echo build/venv/bin/python || echo python3)
+
 test-cli: all
-	MULTISERVER=$(BUILD)/multiserver Tests/cli/run.sh
+	MULTISERVER=$(BUILD)/multiserver PYTHON=$(PYTHON) Tests/cli/run.sh
 
 test: test-c test-cli
 
@@ -106,14 +110,16 @@ uninstall:
 
 # Builds examples/*.c against an installed copy (make install PREFIX=$(BUILD)/prefix first),
 # through pkg-config only: proves the public header stands alone.
-examples:
+examples: all
 	$(MAKE) install PREFIX=$(CURDIR)/$(BUILD)/prefix
 	@mkdir -p $(BUILD)/examples
 	for f in examples/*.c; do \
 	  PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/prefix/lib/pkgconfig \
 	  $(CC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) -o $(BUILD)/examples/$$(basename $$f .c) $$f \
-	    $$(PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/prefix/lib/pkgconfig pkg-config --cflags --libs --static multiserver) || exit 1; \
+	    $$(PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/prefix/lib/pkgconfig pkg-config --cflags --libs multiserver) \
+	    -Wl,-rpath,$(CURDIR)/$(BUILD)/prefix/lib || exit 1; \
 	done
+	MULTISERVER=$(BUILD)/multiserver scripts/example-smoke.sh $(BUILD)/examples/echo_server
 
 bench: all
 	$(MAKE) $(BUILD)/bench/ms_bench
@@ -122,6 +128,21 @@ bench: all
 $(BUILD)/bench/%: Tests/bench/%.c $(BUILD)/libmultiserver.a
 	@mkdir -p $(dir $@)
 	$(CC) $(MS_CFLAGS) -O2 -g -o $@ $< $(BUILD)/libmultiserver.a $(MS_LIBS)
+
+# Everything CI runs (the README's test command, after .ci/setup).
+check: all test test-asan fuzz examples swift-test
+	@echo "check: all suites passed"
+
+demo: all
+	scripts/demo.sh
+
+swift-build:
+	swift build
+
+swift-test:
+	swift build
+	swift test
+	swift test --sanitize=thread --disable-xctest
 
 clean:
 	rm -rf $(BUILD)

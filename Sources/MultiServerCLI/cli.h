@@ -50,6 +50,8 @@ typedef void (*cli_stdin_cb)(const uint8_t *data, size_t len, int status,
                              void *arg);
 int cli_stdin_start(ms_t *ms, cli_stdin_cb cb, void *arg);
 void cli_stdin_done(void);
+/* Detach the pump from the loop (it may stay blocked in read until exit). */
+void cli_stdin_stop(void);
 
 /* Bridge a stream to stdin/stdout (cli_bridge.c). done fires once, after the
  * stream is closed: status 0 when stdin reached EOF (write side shut down)

@@ -131,6 +131,7 @@ void cli_ms_options(cli_opts_t *o, ms_options_t *mo) {
 #define STDIN_CHUNK (64 * 1024)
 
 static struct {
+  uv_mutex_t lock; /* guards ms against cli_stdin_stop */
   ms_t *ms;
   cli_stdin_cb cb;
   void *arg;
@@ -139,6 +140,7 @@ static struct {
   uint8_t buf[STDIN_CHUNK];
   ssize_t n;
   int err;
+  bool started;
 } in;
 
 static void deliver(void *unused) {
@@ -158,7 +160,10 @@ static void reader(void *unused) {
     } while (n < 0 && errno == EINTR);
     in.n = n;
     in.err = n < 0 ? -errno : 0;
-    if (ms_call(in.ms, deliver, NULL) != 0) return;
+    uv_mutex_lock(&in.lock);
+    int rc = in.ms ? ms_call(in.ms, deliver, NULL) : -1;
+    uv_mutex_unlock(&in.lock);
+    if (rc != 0) return;
     if (n <= 0) return;
     uv_sem_wait(&in.consumed);
   }
@@ -168,9 +173,19 @@ int cli_stdin_start(ms_t *ms, cli_stdin_cb cb, void *arg) {
   in.ms = ms;
   in.cb = cb;
   in.arg = arg;
-  int rc = uv_sem_init(&in.consumed, 0);
+  int rc = uv_mutex_init(&in.lock);
+  if (rc == 0) rc = uv_sem_init(&in.consumed, 0);
   if (rc != 0) return rc;
-  return uv_thread_create(&in.thread, reader, NULL);
+  rc = uv_thread_create(&in.thread, reader, NULL);
+  if (rc == 0) in.started = true;
+  return rc;
+}
+
+void cli_stdin_stop(void) {
+  if (!in.started) return;
+  uv_mutex_lock(&in.lock);
+  in.ms = NULL;
+  uv_mutex_unlock(&in.lock);
 }
 
 void cli_stdin_done(void) { uv_sem_post(&in.consumed); }

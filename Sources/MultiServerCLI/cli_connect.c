@@ -67,6 +67,9 @@ int cli_connect(int argc, char **argv) {
   }
   ms_run(ms, MS_RUN_DEFAULT);
   /* The stdin thread may still sit in read(); exiting ends it. */
+  cli_stdin_stop();
+  rc = ms_delete(ms);
+  if (rc != 0) cli_err("shutdown: %s", ms_strerror(rc));
   fflush(stdout);
   return exit_code;
 }

@@ -225,9 +225,8 @@ int cli_serve(int argc, char **argv) {
   printf("%s\n", ms_listener_address(sv.listener));
   fflush(stdout);
   ms_run(sv.ms, MS_RUN_DEFAULT);
-  if (sv.mode != MODE_BRIDGE) {
-    rc = ms_delete(sv.ms);
-    if (rc != 0) cli_err("shutdown: %s", ms_strerror(rc));
-  }
+  cli_stdin_stop();
+  rc = ms_delete(sv.ms);
+  if (rc != 0) cli_err("shutdown: %s", ms_strerror(rc));
   return sv.exit_code;
 }

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""CLI contract tests for `multiserver` over real sockets.
+
+Runs the binary named by $MULTISERVER (default build/multiserver). Every
+subprocess has a timeout, so the suite cannot hang. Prints one closing line
+"cli: N passed, N failed" and exits non-zero on any failure.
+"""
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+MS = os.environ.get("MULTISERVER", "build/multiserver")
+passed = 0
+failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL:", what, file=sys.stderr)
+
+
+class Server:
+    """`multiserver serve ...` in the background; .address is its line."""
+
+    def __init__(self, *args):
+        self.p = subprocess.Popen([MS, "serve", *args], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.address = self.p.stdout.readline().decode().strip()
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            out, err = self.p.communicate()
+        return self.p.returncode, out, err.decode()
+
+
+def connect(addr, data=b"", *opts, timeout=30):
+    return subprocess.run([MS, "connect", *opts, addr], input=data,
+                          capture_output=True, timeout=timeout)
+
+
+def alternatives(multi):
+    return multi.split(";")
+
+
+def test_address():
+    r = subprocess.run([MS, "address", "net:example.org:8008~shs:1KHLiKZvAvjbY1ziZEHMXawbCEIM6qwjCDm3VYRan/s="],
+                       capture_output=True, timeout=10)
+    check(r.returncode == 0 and r.stdout == b"net:example.org:8008~shs:1KHLiKZvAvjbY1ziZEHMXawbCEIM6qwjCDm3VYRan/s=\n",
+          "address prints canonical form")
+    for bad, word in [("net:host:70000", "70000"), ("Net:h:1", "lowercase"), ("net:h:1~", "empty"),
+                      ("shs:1KHLiKZvAvjbY1ziZEHMXawbCEIM6qwjCDm3VYRan/s=~net:h:1", "transform"),
+                      ("net:h:1~shs:notbase64", "base64"), ("net:192.0.2.1:8008~noauth", "noauth")]:
+        r = subprocess.run([MS, "address", bad], capture_output=True, timeout=10)
+        err = r.stderr.decode()
+        check(r.returncode == 2 and word in err and err.count("\n") == 1,
+              f"address {bad!r} exits 2 with one line naming {word!r}: {r.returncode} {err!r}")
+    r = subprocess.run([MS, "address", "--listen", "net:0.0.0.0:0~shs"], capture_output=True, timeout=10)
+    check(r.returncode == 0, "port 0 is valid in a listen address")
+    r = subprocess.run([MS, "address", "net:127.0.0.1:0"], capture_output=True, timeout=10)
+    check(r.returncode == 2, "port 0 is invalid in a dial address")
+
+
+def test_three_stacks_echo(tmp):
+    sock = os.path.join(tmp, "a.sock")
+    s = Server("--echo", "net:127.0.0.1:0", f"unix:{sock}~shs", "net:127.0.0.1:0~shs")
+    alts = alternatives(s.address)
+    check(len(alts) == 3, f"one line with three stacks: {s.address!r}")
+    check(re.fullmatch(r"net:127\.0\.0\.1:\d+", alts[0]) is not None, f"net advertised with port: {alts[0]}")
+    check(alts[1].startswith(f"unix:{sock}~shs:"), f"unix~shs advertised with key: {alts[1]}")
+    check(oct(os.stat(sock).st_mode & 0o777) == "0o600", "unix socket file is 0600")
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    for a in alts:
+        r = connect(a, payload)
+        check(r.returncode == 0 and hashlib.sha256(r.stdout).digest() == hashlib.sha256(payload).digest(),
+              f"echo over {a}: rc={r.returncode} len={len(r.stdout)} err={r.stderr!r}")
+    # all three stacks in one connect address: the first alternative is used
+    r = connect(s.address, b"multi")
+    check(r.returncode == 0 and r.stdout == b"multi", "connect to the whole multiaddress")
+    rc, _, err = s.stop()
+    check(rc == 0, f"serve exits 0 on SIGTERM ({rc})")
+    check(not os.path.exists(sock), "unix socket file removed on exit")
+    check(err.count("connection ") >= 4, "each connection logged on stderr")
+
+
+def test_concurrent(tmp):
+    s = Server("--echo", "net:127.0.0.1:0~shs")
+    procs = []
+    for i in range(20):
+        data = os.urandom(20000 + i)
+        procs.append((data, subprocess.Popen([MS, "connect", s.address], stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
+    ok = 0
+    for data, p in procs:
+        out, _ = p.communicate(data, timeout=60)
+        ok += p.returncode == 0 and out == data
+    check(ok == len(procs), f"20 concurrent shs echo clients: {ok} ok")
+    s.stop()
+
+
+def test_errors(tmp):
+    # a port nobody listens on
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+    r = connect(f"net:127.0.0.1:{port}")
+    err = r.stderr.decode()
+    check(r.returncode != 0 and "refused" in err and err.count("\n") == 1,
+          f"closed port: one-line reason: {err!r}")
+    # fallback from a dead alternative to a live one
+    s = Server("--echo", "net:127.0.0.1:0")
+    r = connect(f"net:127.0.0.1:{port};ws://localhost:1;{s.address}", b"fallback")
+    check(r.returncode == 0 and r.stdout == b"fallback", f"fallback to the live alternative: {r.stderr!r}")
+    s.stop()
+    # wrong key, wrong app key; the server keeps serving
+    s = Server("--echo", "net:127.0.0.1:0~shs")
+    other = subprocess.run([MS, "keygen"], capture_output=True, timeout=10).stdout.decode().strip()
+    key = other[1:-len(".ed25519")]
+    wrong = re.sub(r"~shs:.*$", f"~shs:{key}", s.address)
+    r = connect(wrong, b"x")
+    check(r.returncode != 0 and "server key" in r.stderr.decode(), f"wrong server key: {r.stderr!r}")
+    app = "dGhpcyBpcyBhIDMyIGJ5dGUgbmV0d29yayBrZXkhISE="
+    r = connect(s.address, b"x", "--app-key", app)
+    check(r.returncode != 0 and "app key" in r.stderr.decode(), f"wrong app key: {r.stderr!r}")
+    r = connect(s.address, b"after")
+    check(r.returncode == 0 and r.stdout == b"after", "server keeps serving after failed handshakes")
+    rc, _, err = s.stop()
+    check(err.count("MS_EHANDSHAKE") == 2, f"server logged both failed handshakes: {err!r}")
+
+
+def test_keys_and_authorize(tmp):
+    sk, ck = os.path.join(tmp, "server.secret"), os.path.join(tmp, "client.secret")
+    sid = subprocess.run([MS, "keygen", "--out", sk], capture_output=True, timeout=10).stdout.decode().strip()
+    cid = subprocess.run([MS, "keygen", "--out", ck], capture_output=True, timeout=10).stdout.decode().strip()
+    check(re.fullmatch(r"@[A-Za-z0-9+/]{43}=\.ed25519", sid) is not None, f"keygen prints an id: {sid}")
+    check(oct(os.stat(sk).st_mode & 0o777) == "0o600", "secret file is 0600")
+    s = Server("--echo", "--keys", sk, "--authorize", cid, "net:127.0.0.1:0~shs")
+    check(s.address.endswith("~shs:" + sid[1:-len(".ed25519")]), "advertised key is the --keys identity")
+    r = connect(s.address, b"allowed", "--keys", ck)
+    check(r.returncode == 0 and r.stdout == b"allowed", f"authorized client: {r.stderr!r}")
+    r = connect(s.address, b"denied")
+    check(r.returncode != 0 and r.stdout == b"", "unlisted client refused")
+    rc, _, err = s.stop()
+    check("MS_EUNAUTHORIZED" in err, f"refusal logged: {err!r}")
+
+
+def test_bridge(tmp):
+    s = Server("net:127.0.0.1:0~shs")
+    c = subprocess.Popen([MS, "connect", s.address], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    c.stdin.write(b"to server\n")
+    c.stdin.close()
+    line = s.p.stdout.readline()
+    check(line == b"to server\n", f"server stdout gets client bytes: {line!r}")
+    s.p.stdin.write(b"to client\n")
+    s.p.stdin.close()
+    out = c.stdout.read()
+    c.wait(timeout=10)
+    check(out == b"to client\n" and c.returncode == 0, f"client gets server bytes and exits 0: {out!r}")
+    s.p.wait(timeout=10)
+    check(s.p.returncode == 0, f"bridged server exits 0 after the connection ends ({s.p.returncode})")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        for t in [test_address, test_three_stacks_echo, test_concurrent, test_errors,
+                  test_keys_and_authorize, test_bridge]:
+            try:
+                t(tmp) if t.__code__.co_argcount else t()
+            except Exception as e:  # a crash or timeout in a test is a failure
+                check(False, f"{t.__name__} raised {e!r}")
+    print(f"cli: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
