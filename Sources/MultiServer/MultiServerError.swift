@@ -1,0 +1,162 @@
+internal import CMultiServer
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// An error reported by the multiserver C core.
+///
+/// It keeps the C error code (`rawValue`: one of the library's own `MS_E*`
+/// codes, or a libuv code, which on Unix is a negated `errno` such as
+/// `-ECONNREFUSED`), the one-line reason the C core gave (which names the
+/// failing alternative, protocol and stage, e.g.
+/// `"alternative 1: net:127.0.0.1:8008: connection refused"` or
+/// `"shs: handshake timed out (authorize hook did not answer)"`), and which
+/// operation of this module failed.
+///
+/// Match a kind of error with a `catch` pattern; it compares codes only:
+///
+///     do { _ = try await ms.connect(address) }
+///     catch MultiServerError.connectionRefused { … }
+///     catch MultiServerError.timedOut { … }
+///
+/// `==` compares every field (code, reason and operation); use the pattern,
+/// or compare ``rawValue``, to ask "is it this kind of error?".
+public struct MultiServerError: Error, Hashable, CustomStringConvertible, Sendable {
+    /// What this module was doing when the error happened.
+    public enum Operation: String, Sendable, Hashable {
+        case create, listen, accept, connect, authorize
+        case read, write, shutdown, close
+        case keys, appKey
+    }
+
+    /// The C error code: an `MS_E*` code or a (negative) libuv error code.
+    public var rawValue: Int32
+    /// The reason the C core gave, if any (one line).
+    public var reason: String?
+    /// The operation that failed, if known.
+    public var operation: Operation?
+
+    /// Wraps a C error code.
+    public init(rawValue: Int32, reason: String? = nil, operation: Operation? = nil) {
+        self.rawValue = rawValue
+        self.reason = reason
+        self.operation = operation
+    }
+
+    init(_ code: Int32, reason: UnsafePointer<CChar>?, operation: Operation?) {
+        let text = reason.map { String(cString: $0) }
+        self.init(rawValue: code, reason: text?.isEmpty == true ? nil : text, operation: operation)
+    }
+
+    /// The human-readable message for the code. The corresponding C function is `ms_strerror`.
+    public var message: String { String(cString: ms_strerror(rawValue)) }
+
+    /// The symbolic name of the code (`"MS_EHANDSHAKE"`, `"ECONNREFUSED"`).
+    /// The corresponding C function is `ms_err_name`.
+    public var name: String { String(cString: ms_err_name(rawValue)) }
+
+    public var description: String {
+        var text = ""
+        if let operation { text += "\(operation.rawValue): " }
+        let message = self.message
+        text += "\(message) (\(name))"
+        if let reason, reason != message { text += ": \(reason)" }
+        return text
+    }
+
+    /// The same error with its operation set (if it had none).
+    func during(_ operation: Operation) -> MultiServerError {
+        var copy = self
+        if copy.operation == nil { copy.operation = operation }
+        return copy
+    }
+
+    /// True when `self` and `other` are the same kind of error. Codes with two
+    /// spellings (the library's own timeout and cancellation codes and libuv's)
+    /// match each other.
+    public func matches(_ other: MultiServerError) -> Bool {
+        Self.canonical(rawValue) == Self.canonical(other.rawValue)
+    }
+
+    private static func canonical(_ code: Int32) -> Int32 {
+        switch code {
+        case -ETIMEDOUT: return MS_ETIMEDOUT.rawValue
+        case -ECANCELED: return MS_ECANCELED.rawValue
+        default: return code
+        }
+    }
+
+    /// Pattern match by error kind, so that `catch MultiServerError.timedOut` works.
+    public static func ~= (pattern: MultiServerError, value: any Error) -> Bool {
+        guard let error = value as? MultiServerError else { return false }
+        return pattern.matches(error)
+    }
+
+    /// Pattern match by error kind in a `switch` over a `MultiServerError`.
+    public static func ~= (pattern: MultiServerError, value: MultiServerError) -> Bool {
+        pattern.matches(value)
+    }
+}
+
+extension MultiServerError {
+    private static func ms(_ code: ms_errno_t) -> MultiServerError {
+        MultiServerError(rawValue: code.rawValue)
+    }
+
+    /// The address does not follow the multiserver address grammar (`MS_EADDRESS`).
+    public static let malformedAddress = ms(MS_EADDRESS)
+    /// No registered protocol handles the address (`MS_EPROTO_UNKNOWN`).
+    public static let unknownProtocol = ms(MS_EPROTO_UNKNOWN)
+    /// The stack does not fit the protocols' kinds (`MS_ESTACK`).
+    public static let badStack = ms(MS_ESTACK)
+    /// A key is malformed (`MS_EKEY`).
+    public static let badKey = ms(MS_EKEY)
+    /// The secret handshake failed, e.g. a wrong server key or network key (`MS_EHANDSHAKE`).
+    public static let handshakeFailed = ms(MS_EHANDSHAKE)
+    /// The server's authorize hook rejected the client (`MS_EUNAUTHORIZED`).
+    public static let unauthorized = ms(MS_EUNAUTHORIZED)
+    /// A box-stream header failed to authenticate (`MS_EBOXHEADER`).
+    public static let badBoxHeader = ms(MS_EBOXHEADER)
+    /// A box-stream body failed to authenticate (`MS_EBOXBODY`).
+    public static let badBoxBody = ms(MS_EBOXBODY)
+    /// The peer hung up without an orderly end (`MS_EHANGUP`).
+    public static let hangup = ms(MS_EHANGUP)
+    /// A timeout expired (`MS_ETIMEDOUT`; also matches libuv's `ETIMEDOUT`).
+    public static let timedOut = ms(MS_ETIMEDOUT)
+    /// The operation was canceled (`MS_ECANCELED`; also matches libuv's `ECANCELED`).
+    public static let canceled = ms(MS_ECANCELED)
+    /// The stream, listener or multiserver is closed (`MS_ECLOSED`).
+    public static let closed = ms(MS_ECLOSED)
+    /// The write side was already shut down (`MS_ESHUTDOWN`).
+    public static let writeShutDown = ms(MS_ESHUTDOWN)
+    /// `noauth` was refused on a stack that leaves this device (`MS_ENOAUTH_REMOTE`).
+    public static let noauthRefused = ms(MS_ENOAUTH_REMOTE)
+    /// Every `;`-alternative of the address failed (`MS_EALLFAILED`).
+    public static let allAlternativesFailed = ms(MS_EALLFAILED)
+    /// A malformed protocol frame (`MS_EFRAME`).
+    public static let malformedFrame = ms(MS_EFRAME)
+    /// The secret file is malformed (`MS_ESECRETFILE`).
+    public static let badSecretFile = ms(MS_ESECRETFILE)
+    /// Out of memory (`MS_ENOMEM`).
+    public static let outOfMemory = ms(MS_ENOMEM)
+    /// An invalid argument (`MS_EINVAL`).
+    public static let invalidArgument = ms(MS_EINVAL)
+    /// A limit was exceeded (`MS_ELIMIT`).
+    public static let limitExceeded = ms(MS_ELIMIT)
+    /// The peer refused the connection (libuv `UV_ECONNREFUSED`, `-ECONNREFUSED`).
+    public static let connectionRefused = MultiServerError(rawValue: -ECONNREFUSED)
+    /// The peer reset the connection (libuv `UV_ECONNRESET`).
+    public static let connectionReset = MultiServerError(rawValue: -ECONNRESET)
+    /// The local address is in use (libuv `UV_EADDRINUSE`).
+    public static let addressInUse = MultiServerError(rawValue: -EADDRINUSE)
+    /// Writing to a connection the peer closed (libuv `UV_EPIPE`).
+    public static let brokenPipe = MultiServerError(rawValue: -EPIPE)
+    /// A file does not exist (libuv `UV_ENOENT`), e.g. a missing secret file
+    /// or unix socket.
+    public static let noSuchFile = MultiServerError(rawValue: -ENOENT)
+}

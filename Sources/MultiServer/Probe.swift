@@ -1,2 +1,0 @@
-internal import CMultiServer
-func probe() -> Int32 { MS_EHANDSHAKE.rawValue }
