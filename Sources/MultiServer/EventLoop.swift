@@ -1,0 +1,327 @@
+internal import CMultiServer
+import Dispatch
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// The bridge between Swift's threads and the C core's loop thread.
+//
+// libuv is single-threaded: every handle (ms_t, streams, listeners, connect
+// requests) is used on the loop thread only. ms_call() is the one thread-safe
+// entry point: it queues a C function plus a pointer and wakes the loop. The
+// Swift side posts closures through it (EventLoop.execute), boxed with
+// Unmanaged and released inside the trampoline. Callbacks from C arrive on the
+// loop thread; state they share with callers is either confined to the loop
+// thread (classes marked "loop-confined" below) or guarded by a Mutex.
+
+/// A closure queued with ms_call.
+private final class LoopCall {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+}
+
+/// ms_call's C function: takes back the box retained by `EventLoop.execute`
+/// (so each box is released exactly once, when it has run) and runs it.
+private func loopCallTrampoline(_ arg: UnsafeMutableRawPointer?) {
+    guard let arg else { return }
+    Unmanaged<LoopCall>.fromOpaque(arg).takeRetainedValue().body()
+}
+
+/// A value computed on the loop thread and read by a waiting thread.
+///
+/// `@unchecked Sendable`: `value` is written once on the loop thread before
+/// `done.signal()` and read only after `done.wait()` returns, so the semaphore
+/// orders the two accesses.
+private final class SyncSlot<T>: @unchecked Sendable {
+    var value: T?
+    let done = DispatchSemaphore(value: 0)
+}
+
+/// The C multiserver and the thread that runs its loop.
+///
+/// `@unchecked Sendable`: the stored properties are immutable after `init`,
+/// except `registry` (loop-confined, see `Registry`) and the two Mutexes. The
+/// `ms` pointer is passed from other threads only to ms_call (thread-safe);
+/// every other use happens on the loop thread, or in ms_thread_join and
+/// ms_delete after the loop-side shutdown has closed everything.
+final class EventLoop: @unchecked Sendable {
+    let ms: OpaquePointer
+    let registry = Registry()
+    let publicKey: [UInt8]
+    private let loopThread: pthread_t
+    private let authorizer: Authorizer?
+
+    private enum Phase { case running, stopped }
+    private let phase = Mutex<Phase>(.running)
+
+    private enum Shutdown { case idle, inProgress([@Sendable () -> Void]), done }
+    private let shutdownState = Mutex<Shutdown>(.idle)
+    /// What ms_delete returned (0 when the C core had nothing left alive).
+    let deleteStatus = Mutex<Int32?>(nil)
+
+    init(keys: KeyPair?, appKey: AppKey, handshakeTimeoutMs: UInt32, connectTimeoutMs: UInt32,
+         allowRemoteNoauth: Bool,
+         authorize: (@Sendable ([UInt8]) async -> Bool)?) throws(MultiServerError) {
+        let authorizer = authorize.map(Authorizer.init)
+        var opts = ms_options_t()
+        ms_options_init(&opts)
+        opts.handshake_timeout_ms = handshakeTimeoutMs
+        opts.connect_timeout_ms = connectTimeoutMs
+        opts.allow_remote_noauth = allowRemoteNoauth
+        if let authorizer {
+            opts.authorize = authorizeHook
+            // Unretained: the EventLoop keeps the Authorizer alive until after
+            // ms_delete, after which the hook cannot fire.
+            opts.authorize_arg = Unmanaged.passUnretained(authorizer).toOpaque()
+        }
+        var created: OpaquePointer?
+        // ms_new copies the keys and the app key.
+        let rc: Int32 = appKey.bytes.withUnsafeBufferPointer { app in
+            opts.app_key = app.baseAddress
+            if let keys {
+                return keys.withCKeyPair { kp in
+                    opts.keys = kp
+                    return ms_new(&created, &opts)
+                }
+            }
+            return ms_new(&created, &opts)
+        }
+        guard rc == 0, let ms = created else {
+            throw MultiServerError(rawValue: rc, reason: "ms_new", operation: .create)
+        }
+        publicKey = Array(UnsafeBufferPointer(start: UnsafeRawPointer(ms_keys(ms))
+                                                .assumingMemoryBound(to: UInt8.self),
+                                              count: Int(MS_PUBLICKEYBYTES)))
+        let started = ms_thread_start(ms)
+        guard started == 0 else {
+            _ = ms_delete(ms)
+            throw MultiServerError(rawValue: started, reason: "ms_thread_start", operation: .create)
+        }
+        // Learn the loop thread's identity, so that synchronous calls made on
+        // it can run inline instead of waiting for themselves.
+        let slot = SyncSlot<pthread_t>()
+        let arg = Unmanaged.passRetained(LoopCall { slot.value = pthread_self(); slot.done.signal() })
+        let posted = ms_call(ms, loopCallTrampoline, arg.toOpaque())
+        precondition(posted == 0, "ms_call failed: \(posted)")
+        slot.done.wait()
+        self.ms = ms
+        self.loopThread = slot.value!
+        self.authorizer = authorizer
+        authorizer?.attach(self)
+    }
+
+    /// True on the loop thread.
+    var isOnLoopThread: Bool { pthread_equal(pthread_self(), loopThread) != 0 }
+
+    /// Runs body on the loop thread soon (on the next loop iteration, also
+    /// when called from the loop thread). Returns false, without running
+    /// body, once the loop has been shut down.
+    @discardableResult
+    func execute(_ body: @escaping @Sendable () -> Void) -> Bool {
+        phase.withLock { phase in
+            guard phase == .running else { return false }
+            let arg = Unmanaged.passRetained(LoopCall(body)).toOpaque()
+            guard ms_call(ms, loopCallTrampoline, arg) == 0 else {
+                Unmanaged<LoopCall>.fromOpaque(arg).release()
+                return false
+            }
+            return true
+        }
+    }
+
+    /// Runs body on the loop thread and waits for its result: inline when
+    /// already on the loop thread, else by blocking until it has run. Nil once
+    /// the loop has been shut down.
+    func sync<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T? {
+        if isOnLoopThread { return body() }
+        let slot = SyncSlot<T>()
+        guard execute({ slot.value = body(); slot.done.signal() }) else { return nil }
+        slot.done.wait()
+        return slot.value
+    }
+
+    // MARK: Shutdown
+
+    /// Closes everything (listeners, pending connects, streams, pending
+    /// authorizations), waits for their close callbacks, stops and joins the
+    /// loop thread and frees the C multiserver. Safe to call more than once
+    /// and from several tasks: every caller returns once it is done.
+    func shutdown() async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            beginShutdown { done.resume() }
+        }
+    }
+
+    /// `shutdown()` for synchronous callers. Must not be called on the loop thread.
+    func shutdownBlocking() {
+        precondition(!isOnLoopThread, "the loop thread cannot wait for itself to stop")
+        let finished = DispatchSemaphore(value: 0)
+        beginShutdown { finished.signal() }
+        finished.wait()
+    }
+
+    /// Starts shutting down (once) and calls whenDone when finished; never blocks.
+    func beginShutdown(whenDone: @escaping @Sendable () -> Void) {
+        enum Role { case leader, follower, finished }
+        let role: Role = shutdownState.withLock { state in
+            switch state {
+            case .idle:
+                state = .inProgress([whenDone])
+                return .leader
+            case .inProgress(var waiters):
+                waiters.append(whenDone)
+                state = .inProgress(waiters)
+                return .follower
+            case .done:
+                return .finished
+            }
+        }
+        switch role {
+        case .finished: whenDone()
+        case .follower: break
+        case .leader:
+            let registry = self.registry
+            let posted = execute {
+                registry.closeAll {
+                    // Runs on the loop thread, which cannot join itself.
+                    DispatchQueue.global().async { self.finishShutdown() }
+                }
+            }
+            if !posted { DispatchQueue.global().async { self.finishShutdown() } }
+        }
+    }
+
+    private func finishShutdown() {
+        phase.withLock { $0 = .stopped }
+        let joined = ms_thread_join(ms)
+        assert(joined == 0, "ms_thread_join: \(joined)")
+        let rc = ms_delete(ms)
+        deleteStatus.withLock { $0 = rc }
+        if rc != 0 {
+            // The C core still holds something alive: freeing it would be a
+            // use-after-free, so it is leaked instead.
+            assertionFailure("ms_delete: \(MultiServerError(rawValue: rc))")
+        }
+        authorizer?.detach()
+        let waiters: [@Sendable () -> Void] = shutdownState.withLock { state in
+            guard case .inProgress(let waiters) = state else { return [] }
+            state = .done
+            return waiters
+        }
+        for waiter in waiters { waiter() }
+    }
+}
+
+/// Everything open on the loop, so that shutdown can close it.
+///
+/// `@unchecked Sendable`, loop-confined: every property is read and written
+/// only on the loop thread (inside closures run by `EventLoop.execute` or
+/// inside C callbacks), so the loop thread serialises all accesses.
+final class Registry: @unchecked Sendable {
+    /// False once shutdown began: new listens, connects and authorizations are refused.
+    private(set) var accepting = true
+    var streams: [ObjectIdentifier: StreamCore] = [:]
+    var listeners: [ObjectIdentifier: ListenerCore] = [:]
+    var connects: [ObjectIdentifier: ConnectCore] = [:]
+    var authorizations: [ObjectIdentifier: AuthorizeRequest] = [:]
+    private var drained: (() -> Void)?
+
+    func add(_ s: StreamCore) { streams[ObjectIdentifier(s)] = s }
+    func add(_ l: ListenerCore) { listeners[ObjectIdentifier(l)] = l }
+    func add(_ c: ConnectCore) { connects[ObjectIdentifier(c)] = c }
+
+    func remove(_ s: StreamCore) { streams[ObjectIdentifier(s)] = nil; checkDrained() }
+    func remove(_ l: ListenerCore) { listeners[ObjectIdentifier(l)] = nil; checkDrained() }
+    func remove(_ c: ConnectCore) { connects[ObjectIdentifier(c)] = nil; checkDrained() }
+
+    /// Closes or cancels everything, then calls then() (on the loop thread)
+    /// once every close/connect callback has fired.
+    func closeAll(then: @escaping () -> Void) {
+        accepting = false
+        drained = then
+        for request in authorizations.values { request.answerOnLoop(false) }
+        authorizations.removeAll()
+        for listener in Array(listeners.values) { listener.closeOnLoop(nil) }
+        for connect in Array(connects.values) { connect.cancelOnLoop() }
+        for stream in Array(streams.values) { stream.closeOnLoop(nil) }
+        checkDrained()
+    }
+
+    private func checkDrained() {
+        guard !accepting, streams.isEmpty, listeners.isEmpty, connects.isEmpty,
+              let drained else { return }
+        self.drained = nil
+        drained()
+    }
+}
+
+// MARK: - authorize hook
+
+/// The Swift authorize closure behind ms_options_t.authorize.
+///
+/// `@unchecked Sendable`: `decide` is immutable and Sendable; `loop` is
+/// guarded by its Mutex.
+final class Authorizer: @unchecked Sendable {
+    let decide: @Sendable ([UInt8]) async -> Bool
+    private let loop = Mutex<EventLoop?>(nil)
+
+    init(_ decide: @escaping @Sendable ([UInt8]) async -> Bool) { self.decide = decide }
+
+    func attach(_ loop: EventLoop) { self.loop.withLock { $0 = loop } }
+    /// Breaks the EventLoop ↔ Authorizer cycle after ms_delete.
+    func detach() { loop.withLock { $0 = nil } }
+
+    /// On the loop thread, from the C hook.
+    func request(remoteKey: [UInt8], req: OpaquePointer) {
+        guard let loop = loop.withLock({ $0 }), loop.registry.accepting else {
+            ms_authorize_done(req, false, nil)
+            return
+        }
+        let request = AuthorizeRequest(req)
+        let id = ObjectIdentifier(request)
+        loop.registry.authorizations[id] = request
+        let decide = self.decide
+        Task {
+            let accept = await decide(remoteKey)
+            // Answer on the loop, unless shutdown already answered (rejected) it.
+            loop.execute {
+                guard let pending = loop.registry.authorizations.removeValue(forKey: id) else { return }
+                pending.answerOnLoop(accept)
+            }
+        }
+    }
+}
+
+/// One pending ms_authorize_t, answered exactly once.
+///
+/// `@unchecked Sendable`, loop-confined: `req` is used only on the loop thread
+/// (the object itself only travels through Sendable closures as an identity).
+final class AuthorizeRequest: @unchecked Sendable {
+    private var req: OpaquePointer?
+    init(_ req: OpaquePointer) { self.req = req }
+
+    func answerOnLoop(_ accept: Bool) {
+        guard let req else { return }
+        self.req = nil
+        ms_authorize_done(req, accept, nil)
+    }
+}
+
+/// ms_authorize_fn: called on the loop thread after the client's key was verified.
+private func authorizeHook(_ remoteKey: UnsafePointer<UInt8>?, _ req: OpaquePointer?,
+                           _ arg: UnsafeMutableRawPointer?) {
+    guard let req else { return }
+    guard let arg, let remoteKey else {
+        ms_authorize_done(req, false, nil)
+        return
+    }
+    let authorizer = Unmanaged<Authorizer>.fromOpaque(arg).takeUnretainedValue()
+    let key = Array(UnsafeBufferPointer(start: remoteKey, count: Int(MS_PUBLICKEYBYTES)))
+    authorizer.request(remoteKey: key, req: req)
+}

@@ -1,0 +1,373 @@
+internal import CMultiServer
+import Synchronization
+
+/// Who receives a stream's incoming bytes.
+enum StreamReader {
+    case none
+    case handler(@Sendable (Result<[UInt8]?, MultiServerError>) -> Void)
+    case queue(ChunkQueue)
+}
+
+/// The Swift side of one ms_stream_t.
+///
+/// `@unchecked Sendable`: the metadata (`address`, `stack`, `remoteKey`,
+/// `isServer`) and `loop` are immutable; everything else is loop-confined,
+/// read and written only on the loop thread (in closures run by
+/// `EventLoop.execute` and in the C callbacks below). `stream` is valid until
+/// the close callback and only dereferenced on the loop thread.
+final class StreamCore: @unchecked Sendable {
+    let loop: EventLoop
+    let address: String
+    let stack: String?
+    let remoteKey: [UInt8]?
+    let isServer: Bool
+
+    private let stream: OpaquePointer
+    private var closing = false
+    private var closed = false
+    private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    private var reader = StreamReader.none
+    private var reading = false
+    /// Set once the read side ended: nil (clean end) or the error.
+    private var readEnd: Result<Void, MultiServerError>?
+
+    /// On the loop thread: takes over a stream handed over by the C core.
+    /// The stream's data pointer holds one retained reference to this object,
+    /// released by the close callback (after which the C core never calls back).
+    init(loop: EventLoop, stream: OpaquePointer) {
+        self.loop = loop
+        self.stream = stream
+        address = String(cString: ms_stream_address(stream))
+        stack = ms_stream_stack(stream).map { String(cString: $0) }
+        remoteKey = ms_stream_remote_key(stream).map {
+            Array(UnsafeBufferPointer(start: $0, count: Int(MS_PUBLICKEYBYTES)))
+        }
+        isServer = ms_stream_is_server(stream)
+        ms_stream_set_data(stream, Unmanaged.passRetained(self).toOpaque())
+        loop.registry.add(self)
+    }
+
+    private var context: UnsafeMutableRawPointer { ms_stream_data(stream)! }
+
+    // MARK: reads (loop thread)
+
+    func setReaderOnLoop(_ newReader: StreamReader) {
+        if closed || closing {
+            deliverEnd(to: newReader, .failure(.closed.during(.read)))
+            return
+        }
+        if let readEnd {
+            deliverEnd(to: newReader, readEnd)
+            return
+        }
+        if case .queue(let old) = reader { old.finish(.failure(.canceled.during(.read))) }
+        reader = newReader
+        startReadingOnLoop()
+    }
+
+    /// Resumes reading for `queue` if it is still the reader.
+    func resumeReadingOnLoop(for queue: ChunkQueue) {
+        guard case .queue(let current) = reader, current === queue else { return }
+        startReadingOnLoop()
+    }
+
+    private func startReadingOnLoop() {
+        guard !reading, !closing, readEnd == nil else { return }
+        let rc = ms_stream_read_start(stream, streamReadCallback, context)
+        if rc == 0 {
+            reading = true
+        } else {
+            endReadsOnLoop(.failure(MultiServerError(rawValue: rc, operation: .read)))
+        }
+    }
+
+    private func stopReadingOnLoop() {
+        guard reading else { return }
+        reading = false
+        _ = ms_stream_read_stop(stream)
+    }
+
+    fileprivate func didReadOnLoop(status: Int32, data: UnsafePointer<UInt8>?, count: Int) {
+        if status == 0 {
+            guard count > 0, let data else { return }
+            let chunk = Array(UnsafeBufferPointer(start: data, count: count))
+            switch reader {
+            case .none: break
+            case .handler(let handler): handler(.success(chunk))
+            case .queue(let queue):
+                if queue.push(chunk) { stopReadingOnLoop() }
+            }
+        } else if status == MS_EOF.rawValue {
+            reading = false
+            endReadsOnLoop(.success(()))
+        } else {
+            reading = false
+            endReadsOnLoop(.failure(MultiServerError(rawValue: status, operation: .read)))
+        }
+    }
+
+    private func endReadsOnLoop(_ end: Result<Void, MultiServerError>) {
+        guard readEnd == nil else { return }
+        readEnd = end
+        deliverEnd(to: reader, end)
+    }
+
+    private func deliverEnd(to reader: StreamReader, _ end: Result<Void, MultiServerError>) {
+        switch reader {
+        case .none: break
+        case .handler(let handler):
+            switch end {
+            case .success: handler(.success(nil))
+            case .failure(let error): handler(.failure(error))
+            }
+        case .queue(let queue): queue.finish(end)
+        }
+    }
+
+    // MARK: writes (loop thread)
+
+    func writeOnLoop(_ bytes: [UInt8], _ done: CheckedContinuation<Void, any Error>) {
+        guard !closing else {
+            done.resume(throwing: MultiServerError.closed.during(.write))
+            return
+        }
+        let request = WriteRequest(bytes, done)
+        let arg = Unmanaged.passRetained(request).toOpaque()
+        let rc = ms_stream_write(stream, request.buf, 1, streamWriteCallback, arg)
+        if rc != 0 {
+            // A write that failed to start never calls back.
+            Unmanaged<WriteRequest>.fromOpaque(arg).release()
+            done.resume(throwing: MultiServerError(rawValue: rc, operation: .write))
+        }
+    }
+
+    func shutdownOnLoop(_ done: CheckedContinuation<Void, any Error>) {
+        guard !closing else {
+            done.resume(throwing: MultiServerError.closed.during(.shutdown))
+            return
+        }
+        let request = ShutdownRequest(done)
+        let arg = Unmanaged.passRetained(request).toOpaque()
+        let rc = ms_stream_shutdown(stream, streamShutdownCallback, arg)
+        if rc != 0 {
+            Unmanaged<ShutdownRequest>.fromOpaque(arg).release()
+            done.resume(throwing: MultiServerError(rawValue: rc, operation: .shutdown))
+        }
+    }
+
+    // MARK: close (loop thread)
+
+    func closeOnLoop(_ waiter: CheckedContinuation<Void, Never>?) {
+        if closed {
+            waiter?.resume()
+            return
+        }
+        if let waiter { closeWaiters.append(waiter) }
+        guard !closing else { return }
+        closing = true
+        reading = false
+        ms_stream_close(stream, streamCloseCallback, context)
+    }
+
+    fileprivate func didCloseOnLoop() {
+        closed = true
+        endReadsOnLoop(.failure(.closed.during(.read)))
+        reader = .none
+        let waiters = closeWaiters
+        closeWaiters = []
+        for waiter in waiters { waiter.resume() }
+        loop.registry.remove(self)
+    }
+}
+
+/// One ms_stream_write in flight: owns a copy of the bytes (and the ms_buf_t
+/// describing them) until the write callback fires.
+private final class WriteRequest {
+    let bytes: UnsafeMutableRawBufferPointer
+    let buf: UnsafeMutablePointer<ms_buf_t>
+    let done: CheckedContinuation<Void, any Error>
+
+    init(_ source: [UInt8], _ done: CheckedContinuation<Void, any Error>) {
+        bytes = .allocate(byteCount: max(source.count, 1), alignment: 1)
+        bytes.copyBytes(from: source)
+        buf = .allocate(capacity: 1)
+        buf.initialize(to: ms_buf_t(base: UnsafeRawPointer(bytes.baseAddress), len: source.count))
+        self.done = done
+    }
+
+    deinit {
+        buf.deallocate()
+        bytes.deallocate()
+    }
+}
+
+private final class ShutdownRequest {
+    let done: CheckedContinuation<Void, any Error>
+    init(_ done: CheckedContinuation<Void, any Error>) { self.done = done }
+}
+
+// MARK: - C callbacks (all on the loop thread)
+
+private func streamReadCallback(_ s: OpaquePointer?, _ status: Int32, _ data: UnsafePointer<UInt8>?,
+                                _ len: Int, _ arg: UnsafeMutableRawPointer?) {
+    guard let arg else { return }
+    Unmanaged<StreamCore>.fromOpaque(arg).takeUnretainedValue()
+        .didReadOnLoop(status: status, data: data, count: len)
+}
+
+private func streamWriteCallback(_ s: OpaquePointer?, _ status: Int32, _ arg: UnsafeMutableRawPointer?) {
+    guard let arg else { return }
+    let request = Unmanaged<WriteRequest>.fromOpaque(arg).takeRetainedValue()
+    if status == 0 {
+        request.done.resume()
+    } else {
+        request.done.resume(throwing: MultiServerError(rawValue: status, operation: .write))
+    }
+}
+
+private func streamShutdownCallback(_ s: OpaquePointer?, _ status: Int32, _ arg: UnsafeMutableRawPointer?) {
+    guard let arg else { return }
+    let request = Unmanaged<ShutdownRequest>.fromOpaque(arg).takeRetainedValue()
+    if status == 0 {
+        request.done.resume()
+    } else {
+        request.done.resume(throwing: MultiServerError(rawValue: status, operation: .shutdown))
+    }
+}
+
+private func streamCloseCallback(_ s: OpaquePointer?, _ arg: UnsafeMutableRawPointer?) {
+    guard let arg else { return }
+    // The last callback for this stream: release the reference the stream held.
+    Unmanaged<StreamCore>.fromOpaque(arg).takeRetainedValue().didCloseOnLoop()
+}
+
+// MARK: - AsyncSequence buffer
+
+/// Incoming chunks waiting for an `AsyncThrowingStream` consumer.
+///
+/// The loop thread pushes; the consumer pulls one chunk per `next()`. Reading
+/// stops when `highWater` bytes are buffered and restarts once the consumer
+/// has taken the buffer below `lowWater`, so memory stays bounded however slow
+/// the consumer is.
+final class ChunkQueue: Sendable {
+    static let highWater = 1 << 20
+    static let lowWater = 1 << 18
+
+    private struct State {
+        var chunks: [[UInt8]] = []
+        var head = 0
+        var bytes = 0
+        var started = false
+        var paused = false
+        var end: Result<Void, MultiServerError>?
+        var waiter: CheckedContinuation<[UInt8]?, any Error>?
+    }
+
+    private let state = Mutex(State())
+    private let core: StreamCore
+
+    init(core: StreamCore) { self.core = core }
+
+    /// The consumer side: the next chunk, nil at the clean end, or the error.
+    func next() async throws -> [UInt8]? {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<[UInt8]?, any Error>) in
+                enum Next { case chunk([UInt8], resume: Bool), end(Result<Void, MultiServerError>), canceled, wait(start: Bool, resume: Bool) }
+                let next: Next = state.withLock { s in
+                    if s.head < s.chunks.count {
+                        let chunk = s.chunks[s.head]
+                        s.head += 1
+                        if s.head == s.chunks.count || s.head > 64 {
+                            s.chunks.removeFirst(s.head)
+                            s.head = 0
+                        }
+                        s.bytes -= chunk.count
+                        let resume = s.paused && s.bytes <= Self.lowWater
+                        if resume { s.paused = false }
+                        return .chunk(chunk, resume: resume)
+                    }
+                    if let end = s.end {
+                        // Report an error once, then end.
+                        s.end = .success(())
+                        return .end(end)
+                    }
+                    if Task.isCancelled { return .canceled }
+                    s.waiter = cont
+                    let start = !s.started
+                    s.started = true
+                    let resume = s.paused
+                    s.paused = false
+                    return .wait(start: start, resume: resume)
+                }
+                switch next {
+                case .chunk(let chunk, let resume):
+                    if resume { requestMore() }
+                    cont.resume(returning: chunk)
+                case .end(.success): cont.resume(returning: nil)
+                case .end(.failure(let error)): cont.resume(throwing: error)
+                case .canceled: cont.resume(throwing: CancellationError())
+                case .wait(let start, let resume):
+                    if start {
+                        let core = self.core
+                        if !core.loop.execute({ core.setReaderOnLoop(.queue(self)) }) {
+                            finish(.failure(.closed.during(.read)))
+                        }
+                    } else if resume {
+                        requestMore()
+                    }
+                }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s in
+                let w = s.waiter
+                s.waiter = nil
+                return w
+            }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+
+    private func requestMore() {
+        let core = self.core
+        core.loop.execute { core.resumeReadingOnLoop(for: self) }
+    }
+
+    /// Loop thread: a chunk arrived. Returns true when reading should pause.
+    func push(_ chunk: [UInt8]) -> Bool {
+        let (waiter, pause): (CheckedContinuation<[UInt8]?, any Error>?, Bool) = state.withLock { s in
+            if let waiter = s.waiter {
+                s.waiter = nil
+                return (waiter, false)
+            }
+            s.chunks.append(chunk)
+            s.bytes += chunk.count
+            if s.bytes >= Self.highWater && !s.paused {
+                s.paused = true
+                return (nil, true)
+            }
+            return (nil, false)
+        }
+        waiter?.resume(returning: chunk)
+        return pause
+    }
+
+    /// Loop thread (or a failed start): the read side ended.
+    func finish(_ end: Result<Void, MultiServerError>) {
+        let waiter: CheckedContinuation<[UInt8]?, any Error>? = state.withLock { s in
+            guard s.end == nil else { return nil }
+            // Buffered chunks are still delivered before the end.
+            if let waiter = s.waiter {
+                s.waiter = nil
+                s.end = .success(())
+                return waiter
+            }
+            s.end = end
+            return nil
+        }
+        guard let waiter else { return }
+        switch end {
+        case .success: waiter.resume(returning: nil)
+        case .failure(let error): waiter.resume(throwing: error)
+        }
+    }
+}
