@@ -30,6 +30,9 @@ struct ms_connect_s {
   ms_pwrap_t *chain;
   bool canceled;
   bool finished;
+  bool in_cancel;     /* inside ms_connect_cancel: defer the callback */
+  ms_stream_t *fin_s; /* outcome kept for a deferred callback */
+  int fin_status;
   ms_connect_cb cb;
   void *arg;
   char reasons[CONNECT_REASONS];
@@ -46,15 +49,27 @@ static void note(ms_connect_t *c, const char *alt, const char *why) {
              len ? "; " : "", alt ? alt : "", alt ? ": " : "", why);
 }
 
-static void finish(ms_connect_t *c, ms_stream_t *s, int status) {
-  c->finished = true;
-  if (status != 0 && c->reasons[0] == '\0')
-    ms__reason(c->reasons, sizeof c->reasons, "%s", ms_strerror(status));
+static void finish_now(void *arg) {
+  ms_connect_t *c = arg;
+  ms_stream_t *s = c->fin_s;
+  int status = c->fin_status;
   ms_t *ms = c->ms;
   c->cb(s, status, status ? c->reasons : NULL, c->arg);
   ms_addr_free(c->addr);
   free(c);
   ms__live_dec(ms);
+}
+
+static void finish(ms_connect_t *c, ms_stream_t *s, int status) {
+  c->finished = true;
+  if (status != 0 && c->reasons[0] == '\0')
+    ms__reason(c->reasons, sizeof c->reasons, "%s", ms_strerror(status));
+  c->fin_s = s;
+  c->fin_status = status;
+  /* A transform may finish its cancel synchronously: still never call back
+   * from inside ms_connect_cancel(). */
+  if (c->in_cancel && ms_call(c->ms, finish_now, c) == 0) return;
+  finish_now(c);
 }
 
 static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status,
@@ -171,11 +186,13 @@ int ms_connect(ms_t *ms, const char *address, ms_connect_cb cb, void *arg,
 void ms_connect_cancel(ms_connect_t *c) {
   if (c == NULL || c->canceled || c->finished) return;
   c->canceled = true;
+  c->in_cancel = true;
   if (c->dialing) {
     const ms_protocol_t *t = c->stack.protos[0]->proto;
     if (t->dial_cancel) t->dial_cancel(&c->pd);
   } else if (c->chain) {
     ms__chain_cancel(c->chain);
   }
+  c->in_cancel = false; /* c is alive: a finish inside was deferred */
   /* else: next_alt or parse_failed is queued and sees the flag */
 }

@@ -34,7 +34,7 @@ _Static_assert(sodium_base64_ENCODED_LEN(MS_SECRETKEYBYTES,
                "base64 of a secret key");
 
 /* Internal (fuzzed directly): parse the secret-file text. */
-int ms__keypair_parse(ms_keypair_t *kp, const char *text, size_t len);
+#include "keys.h"
 
 static const uint8_t appkey_scuttlebutt[MS_APPKEYBYTES] = {
     0xd4, 0xa1, 0xcb, 0x88, 0xa6, 0x6f, 0x02, 0xf8, 0xdb, 0x63, 0x5c,

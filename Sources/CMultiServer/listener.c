@@ -192,8 +192,13 @@ void ms_listener_close(ms_listener_t *l, ms_listener_close_cb cb, void *arg) {
   l->closing = true;
   l->close_cb = cb;
   l->close_arg = arg;
-  for (ms_pwrap_t *pw = l->chains; pw; pw = pw->next) ms__chain_cancel(pw);
-  l->open++; /* hold: transports may report closed synchronously */
+  l->open++; /* hold: transports (and canceled chains) may finish synchronously */
+  /* A cancel may finish its chain at once (on_chain unlinks and frees it):
+   * take the next link first. */
+  for (ms_pwrap_t *pw = l->chains, *next; pw; pw = next) {
+    next = pw->next;
+    ms__chain_cancel(pw);
+  }
   for (size_t i = 0; i < l->n; i++) {
     ms_plisten_t *pl = &l->pls[i];
     if (pl->listening) pl->stack.protos[0]->proto->listen_close(pl);

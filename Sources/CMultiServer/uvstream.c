@@ -71,7 +71,8 @@ static int us_read_stop(ms_stream_t *s) {
 
 static void on_write(uv_write_t *w, int status) {
   ms_write_req_t *req = w->data;
-  ms_write_req_done(req, status);
+  /* The contract promises MS_ECANCELED for writes cut off by a close. */
+  ms_write_req_done(req, status == UV_ECANCELED ? MS_ECANCELED : status);
 }
 
 static int us_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
@@ -95,7 +96,8 @@ static int us_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
 
 static void on_shutdown(uv_shutdown_t *sh, int status) {
   ms_uvstream_t *u = sh->data;
-  if (u->s) ms_stream_shutdown_done(u->s, status);
+  if (u->s)
+    ms_stream_shutdown_done(u->s, status == UV_ECANCELED ? MS_ECANCELED : status);
 }
 
 static int us_shutdown(ms_stream_t *s) {

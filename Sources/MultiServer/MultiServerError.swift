@@ -146,6 +146,8 @@ extension MultiServerError {
     public static let outOfMemory = ms(MS_ENOMEM)
     /// An invalid argument (`MS_EINVAL`).
     public static let invalidArgument = ms(MS_EINVAL)
+    /// Something already exists, e.g. the file a key pair is saved to (`MS_EEXIST`).
+    public static let alreadyExists = ms(MS_EEXIST)
     /// A limit was exceeded (`MS_ELIMIT`).
     public static let limitExceeded = ms(MS_ELIMIT)
     /// The peer refused the connection (libuv `UV_ECONNREFUSED`, `-ECONNREFUSED`).

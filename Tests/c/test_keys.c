@@ -12,7 +12,7 @@
 #include "util_json.h"
 
 /* Internal parser in keys.c (also fuzzed). */
-int ms__keypair_parse(ms_keypair_t *kp, const char *text, size_t len);
+#include "keys.h"
 
 static char tmpdir[] = "/tmp/ms_test_keys_XXXXXX";
 

@@ -9,7 +9,7 @@
 #include "multiserver.h"
 
 /* Internal parser in keys.c. */
-int ms__keypair_parse(ms_keypair_t *kp, const char *text, size_t len);
+#include "keys.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ms_keypair_t kp, check;

@@ -1,0 +1,198 @@
+internal import CMultiServer
+
+/// Serves and connects over many protocol stacks at once: `net` (TCP),
+/// `unix` sockets, each optionally wrapped by transforms such as `shs`
+/// (secret handshake + box-stream) or `noauth`.
+///
+///     let ms = MultiServer(keys: try KeyPair.generate())
+///     let listener = try ms.listen(["net:127.0.0.1:0~shs"]) { connection in
+///         connection.onData { result in … }
+///     }
+///     let connection = try await ms.connect(listener.address)
+///
+/// The C core runs its event loop on a thread of its own. Every call into it
+/// crosses to that thread through its command queue (`ms_call`), so a
+/// `MultiServer`, its listeners and connections may be used from any thread or
+/// task. Callbacks (`onConnection`, `onData`, `onError`) run on the loop
+/// thread: keep them short and never block in them.
+///
+/// Call ``shutdown()`` (or ``close()``) when done: it closes every listener,
+/// connection and pending connect this multiserver opened, joins the loop
+/// thread and frees the C side. Listeners and connections keep their
+/// multiserver alive; when the last reference goes away, it shuts down on
+/// its own (without waiting).
+public final class MultiServer: Sendable {
+    let loop: EventLoop
+
+    /// Creates a multiserver and starts its loop thread.
+    ///
+    /// - Parameters:
+    ///   - keys: the long-term identity for `shs`; a fresh one when nil.
+    ///   - appKey: the network key for `shs`.
+    ///   - handshakeTimeout: limit for a whole `shs` handshake (authorize
+    ///     hook included); nil means 15 s.
+    ///   - connectTimeout: limit for a TCP connect; nil means 10 s.
+    ///   - allowRemoteNoauth: permit `noauth` on stacks that leave this
+    ///     device (anything but `unix` or a loopback `net` address).
+    ///   - authorize: server side: asked, after the secret handshake verified
+    ///     a client's key, whether to accept it (nil accepts everyone). The
+    ///     handshake waits for the answer, within `handshakeTimeout`.
+    ///
+    /// The corresponding C functions are `ms_new` and `ms_thread_start`.
+    /// It stops the program only if those fail (out of memory, or no thread).
+    public convenience init(keys: KeyPair? = nil, appKey: AppKey = .scuttlebutt,
+                            handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
+                            allowRemoteNoauth: Bool = false,
+                            authorize: (@Sendable ([UInt8]) async -> Bool)? = nil) {
+        do {
+            try self.init(throwing: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
+                          connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth,
+                          authorize: authorize)
+        } catch {
+            fatalError("MultiServer: \(error)")
+        }
+    }
+
+    /// Like ``init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorize:)``,
+    /// but reports a failure to create the C multiserver or its thread as an error.
+    /// The corresponding C functions are `ms_new` and `ms_thread_start`.
+    public init(throwing keys: KeyPair?, appKey: AppKey = .scuttlebutt,
+                handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
+                allowRemoteNoauth: Bool = false,
+                authorize: (@Sendable ([UInt8]) async -> Bool)? = nil) throws(MultiServerError) {
+        loop = try EventLoop(keys: keys, appKey: appKey,
+                             handshakeTimeoutMs: Self.milliseconds(handshakeTimeout),
+                             connectTimeoutMs: Self.milliseconds(connectTimeout),
+                             allowRemoteNoauth: allowRemoteNoauth, authorize: authorize)
+    }
+
+    deinit {
+        // Never blocks: deinit may run on the loop thread, which cannot join itself.
+        loop.beginShutdown {}
+    }
+
+    private static func milliseconds(_ duration: Duration?) -> UInt32 {
+        guard let duration, duration > .zero else { return 0 }  // 0: the C default
+        let (seconds, attoseconds) = duration.components
+        let ms = seconds.multipliedReportingOverflow(by: 1000)
+        guard !ms.overflow else { return UInt32.max }
+        let total = ms.partialValue + attoseconds / 1_000_000_000_000_000
+        return UInt32(clamping: max(total, 1))
+    }
+
+    /// The public key of this multiserver's identity (32 bytes).
+    /// The corresponding C function is `ms_keys`.
+    public var publicKey: [UInt8] { loop.publicKey }
+
+    /// This multiserver's identity, `"@<base64>.ed25519"`.
+    public var id: String { KeyPair.id(of: loop.publicKey) }
+
+    /// Listens on every stack of every address (each may itself be a
+    /// `;`-joined multiaddress), e.g.
+    /// `["net:127.0.0.1:0~shs", "unix:/tmp/ms.sock~noauth"]`. Either all
+    /// listen, or none and it throws, with the failing stack in the reason.
+    ///
+    /// Port 0 picks a free port; ``Listener/address`` tells which.
+    ///
+    /// - Parameters:
+    ///   - onError: called (on the loop thread) for a failure that does not
+    ///     stop the listener, e.g. an incoming connection whose handshake
+    ///     failed.
+    ///   - onConnection: called on the loop thread with each incoming
+    ///     connection, after its transforms (handshakes) completed. The
+    ///     handler owns the connection and must close it eventually (shutdown
+    ///     closes whatever is left).
+    /// The corresponding C function is `ms_listen`.
+    public func listen(_ addresses: [String],
+                       onError: (@Sendable (MultiServerError) -> Void)? = nil,
+                       onConnection: @escaping @Sendable (Connection) -> Void) throws(MultiServerError) -> Listener {
+        let address = addresses.joined(separator: ";")
+        let loop = self.loop
+        // Weak: the C side must not keep the multiserver alive (shutdown closes it).
+        let core = ListenerCore(loop: loop, onConnection: { [weak self] stream in
+            guard let self else {
+                stream.closeOnLoop(nil)
+                return
+            }
+            onConnection(Connection(owner: self, core: stream))
+        }, onError: onError)
+        guard let result = loop.sync({ core.listenOnLoop(address) }) else {
+            throw MultiServerError.closed.during(.listen)
+        }
+        let advertised = try result.get()
+        return Listener(owner: self, core: core, address: advertised)
+    }
+
+    /// Connects to a multiaddress, trying its `;`-alternatives in order, and
+    /// returns the connection once every transform (handshake) completed.
+    ///
+    /// Cancelling the task cancels the connect; it then throws
+    /// ``MultiServerError/canceled``.
+    /// The corresponding C functions are `ms_connect` and `ms_connect_cancel`.
+    public func connect(_ address: String) async throws -> Connection {
+        let loop = self.loop
+        let request = ConnectCore(loop: loop)
+        let stream: StreamCore = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<StreamCore, any Error>) in
+                if !loop.execute({ request.startOnLoop(address, cont) }) {
+                    cont.resume(throwing: MultiServerError.closed.during(.connect))
+                }
+            }
+        } onCancel: {
+            loop.execute { request.cancelOnLoop() }
+        }
+        return Connection(owner: self, core: stream)
+    }
+
+    /// Closes every listener, connection and pending connect this multiserver
+    /// opened, waits until the C core has released them, then stops and joins
+    /// the loop thread and frees the C multiserver. Afterwards every operation
+    /// fails with ``MultiServerError/closed``. Calling it again waits for the
+    /// same shutdown.
+    /// The corresponding C functions are `ms_thread_join` and `ms_delete`.
+    public func shutdown() async {
+        await loop.shutdown()
+    }
+
+    /// ``shutdown()`` for synchronous code: blocks until done. On the loop
+    /// thread (inside a callback), where it cannot wait, it only starts the
+    /// shutdown.
+    /// The corresponding C functions are `ms_thread_join` and `ms_delete`.
+    public func close() {
+        if loop.isOnLoopThread {
+            loop.beginShutdown {}
+        } else {
+            loop.shutdownBlocking()
+        }
+    }
+}
+
+/// A set of listening stacks sharing one connection handler.
+public final class Listener: Sendable {
+    let owner: MultiServer
+    let core: ListenerCore
+
+    /// The multiaddress that reaches this listener: `;`-joined, with the
+    /// actual ports and each transform's advertised form, e.g.
+    /// `net:127.0.0.1:41234~shs:KEY;unix:/tmp/ms.sock~noauth`.
+    /// The corresponding C function is `ms_listener_address`.
+    public let address: String
+
+    init(owner: MultiServer, core: ListenerCore, address: String) {
+        self.owner = owner
+        self.core = core
+        self.address = address
+    }
+
+    /// The multiserver this listener belongs to.
+    public var multiServer: MultiServer { owner }
+
+    /// Stops listening on every stack; returns when all are closed. Accepted
+    /// connections stay open. The corresponding C function is `ms_listener_close`.
+    public func close() async {
+        let core = self.core
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            if !core.loop.execute({ core.closeOnLoop(done) }) { done.resume() }
+        }
+    }
+}

@@ -1,0 +1,1518 @@
+/* multiserver over real sockets: listen on many stacks at once, connect with
+ * fallback, bulk echo with backpressure over every transport, half-close,
+ * shs failures and authorize, timeouts, cancel, unix socket files, and that
+ * every handle is released (ms_delete returns 0). Every wait is bounded. */
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "mstest.h"
+#include "util.h"
+
+#define WAIT_MS 20000
+
+#define CHECK_HAS(hay, needle)                                                 \
+  do {                                                                         \
+    const char *mst_h = (hay), *mst_n = (needle);                              \
+    if (mst_h && mst_n && strcasestr(mst_h, mst_n)) {                          \
+      mst_pass++;                                                              \
+    } else {                                                                   \
+      mst_fail++;                                                              \
+      fprintf(stderr, "%s:%d: CHECK failed: \"%s\" contains \"%s\"\n",         \
+              __FILE__, __LINE__, mst_h ? mst_h : "(null)",                    \
+              mst_n ? mst_n : "(null)");                                       \
+    }                                                                          \
+  } while (0)
+
+#define WAIT(loop, counter, target, what) \
+  CHECK(tu_wait((loop), &(counter), (target), WAIT_MS, (what)))
+
+/* ---- environment: a server and a client multiserver on one loop -------- */
+
+typedef struct {
+  uv_loop_t loop;
+  ms_t *srv, *cli;
+} env_t;
+
+static void opts_default(ms_options_t *o) {
+  ms_options_init(o);
+  o->handshake_timeout_ms = 5000;
+  o->connect_timeout_ms = 5000;
+}
+
+static void env_init(env_t *e, const ms_options_t *so, const ms_options_t *co) {
+  ms_options_t d;
+  opts_default(&d);
+  memset(e, 0, sizeof *e);
+  CHECK_INT(uv_loop_init(&e->loop), 0);
+  CHECK_INT(ms_new_on_loop(&e->srv, &e->loop, so ? so : &d), 0);
+  CHECK_INT(ms_new_on_loop(&e->cli, &e->loop, co ? co : &d), 0);
+}
+
+/* Everything the test opened is closed: the loop must run dry and both
+ * multiservers must be free of live handles. */
+static void env_done(env_t *e) {
+  CHECK(tu_drain(&e->loop, 10000));
+  CHECK_INT(ms_delete(e->srv), 0);
+  CHECK_INT(ms_delete(e->cli), 0);
+  CHECK(tu_drain(&e->loop, 10000));
+  CHECK_INT(uv_loop_close(&e->loop), 0);
+}
+
+/* ---- small callback recorders ------------------------------------------ */
+
+typedef struct {
+  int done;
+  int status;
+  char reason[2048];
+  ms_stream_t *s;
+  bool in_call;       /* set around ms_connect / ms_connect_cancel */
+  bool fired_in_call; /* the callback fired from inside one of them */
+  uint64_t at;
+} conn_res_t;
+
+static void on_conn(ms_stream_t *s, int status, const char *reason, void *arg) {
+  conn_res_t *r = arg;
+  r->done++;
+  r->status = status;
+  r->s = s;
+  r->at = tu_now_ms();
+  if (r->in_call) r->fired_in_call = true;
+  snprintf(r->reason, sizeof r->reason, "%s", reason ? reason : "");
+}
+
+static int connect_to(ms_t *ms, const char *addr, conn_res_t *r,
+                      ms_connect_t **req) {
+  memset(r, 0, sizeof *r);
+  r->in_call = true;
+  int rc = ms_connect(ms, addr, on_conn, r, req);
+  r->in_call = false;
+  return rc;
+}
+
+typedef struct {
+  int n;
+  ms_stream_t *s[16];
+} accept_t;
+
+static void on_accept(ms_stream_t *s, void *arg) {
+  accept_t *a = arg;
+  if (a->n < 16)
+    a->s[a->n++] = s;
+  else
+    ms_stream_close(s, NULL, NULL);
+}
+
+static void close_listener(env_t *e, ms_listener_t *l) {
+  int closed = 0;
+  ms_listener_close(l, tu_on_listener_closed, &closed);
+  CHECK_INT(closed, 0); /* never from inside ms_listener_close */
+  WAIT(&e->loop, closed, 1, "listener close callback");
+}
+
+static void close_streams(env_t *e, ms_stream_t **v, int n) {
+  int closed = 0, want = 0;
+  for (int i = 0; i < n; i++)
+    if (v[i]) {
+      ms_stream_close(v[i], tu_on_stream_closed, &closed);
+      want++;
+    }
+  CHECK_INT(closed, 0); /* never from inside ms_stream_close */
+  WAIT(&e->loop, closed, want, "stream close callbacks");
+}
+
+/* ======================================================================== */
+/* 1. one listener, three stacks                                            */
+/* ======================================================================== */
+
+static void test_three_stacks(void) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  char dir[64];
+  snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
+  char want_unix[128], la[256], reason[256] = "";
+  snprintf(want_unix, sizeof want_unix, "unix:%s/a.sock", dir);
+  snprintf(la, sizeof la, "net:127.0.0.1:0;%s;net:127.0.0.1:0~shs", want_unix);
+  accept_t acc = {0};
+  ms_listener_t *l = NULL;
+  CHECK_INT(ms_listen(e.srv, la, on_accept, &acc, &l, reason, sizeof reason), 0);
+  if (l == NULL) {
+    fprintf(stderr, "listen failed: %s\n", reason);
+    return;
+  }
+  char **alts;
+  size_t n = tu_split(ms_listener_address(l), &alts);
+  CHECK_INT(n, 3);
+  if (n != 3) return;
+  CHECK(strncmp(alts[0], "net:127.0.0.1:", 14) == 0 && atoi(alts[0] + 14) > 0);
+  CHECK_STR(alts[1], want_unix);
+  char want_shs[256];
+  snprintf(want_shs, sizeof want_shs, "~shs:%s", tu_b64(ms_keys(e.srv)->public_key));
+  CHECK(strncmp(alts[2], "net:127.0.0.1:", 14) == 0 && atoi(alts[2] + 14) > 0 &&
+        atoi(alts[2] + 14) != atoi(alts[0] + 14));
+  CHECK_HAS(alts[2], want_shs);
+  /* The listener keeps the multiserver alive. */
+  CHECK_INT(ms_delete(e.srv), MS_EEXIST);
+
+  for (size_t i = 0; i < n; i++) {
+    conn_res_t r;
+    CHECK_INT(connect_to(e.cli, alts[i], &r, NULL), 0);
+    CHECK(!r.fired_in_call);
+    WAIT(&e.loop, r.done, 1, "connect");
+    WAIT(&e.loop, acc.n, (int)i + 1, "accept");
+    CHECK_INT(r.status, 0);
+    if (r.status != 0) fprintf(stderr, "connect %s: %s\n", alts[i], r.reason);
+    if (r.s == NULL || acc.n != (int)i + 1) continue;
+    ms_stream_t *c = r.s, *s = acc.s[i];
+    CHECK(!ms_stream_is_server(c));
+    CHECK(ms_stream_is_server(s));
+    CHECK(ms_stream_stack(c) == NULL);
+    CHECK_STR(ms_stream_stack(s), alts[i]);
+    CHECK_STR(ms_stream_address(c), alts[i]);
+    if (i == 0) {
+      CHECK(strncmp(ms_stream_address(s), "net:127.0.0.1:", 14) == 0);
+      CHECK(strcmp(ms_stream_address(s), alts[0]) != 0); /* the client's port */
+    } else if (i == 1) {
+      CHECK_STR(ms_stream_address(s), want_unix);
+    }
+    if (i < 2) {
+      CHECK(ms_stream_remote_key(c) == NULL);
+      CHECK(ms_stream_remote_key(s) == NULL);
+    } else {
+      char want_cli[256];
+      snprintf(want_cli, sizeof want_cli, "~shs:%s", tu_b64(ms_keys(e.cli)->public_key));
+      CHECK(strncmp(ms_stream_address(s), "net:127.0.0.1:", 14) == 0);
+      CHECK_HAS(ms_stream_address(s), want_cli);
+      CHECK(ms_stream_remote_key(c) &&
+            memcmp(ms_stream_remote_key(c), ms_keys(e.srv)->public_key, 32) == 0);
+      CHECK(ms_stream_remote_key(s) &&
+            memcmp(ms_stream_remote_key(s), ms_keys(e.cli)->public_key, 32) == 0);
+      CHECK(ms_stream_auth(s) == NULL);
+    }
+    ms_stream_t *both[2] = {c, s};
+    close_streams(&e, both, 2);
+  }
+  tu_split_free(alts, n);
+  close_listener(&e, l);
+  char path[128];
+  snprintf(path, sizeof path, "%s/a.sock", dir);
+  CHECK(access(path, F_OK) != 0); /* removed on close */
+  env_done(&e);
+  tu_rmtree(dir);
+}
+
+/* ======================================================================== */
+/* 2. 200 concurrent echo connections                                       */
+/* ======================================================================== */
+
+#define NCONC 200
+
+typedef struct {
+  int id;
+  ms_stream_t *s;
+  uint8_t data[3000];
+  size_t len;
+  uint8_t got[3100];
+  size_t glen;
+  int status;
+  bool eof;
+  bool bad;
+  int *done, *ok;
+} conc_t;
+
+static void cc_closed(ms_stream_t *s, void *arg) {
+  (void)s;
+  conc_t *c = arg;
+  (*c->done)++;
+}
+
+static void cc_read(ms_stream_t *s, int status, const uint8_t *data, size_t len,
+                    void *arg) {
+  conc_t *c = arg;
+  if (status == 0) {
+    if (c->glen + len > sizeof c->got) {
+      c->bad = true;
+    } else {
+      memcpy(c->got + c->glen, data, len);
+      c->glen += len;
+    }
+    return;
+  }
+  if (status == MS_EOF) {
+    c->eof = true;
+    if (!c->bad && c->glen == c->len && memcmp(c->got, c->data, c->len) == 0)
+      (*c->ok)++;
+  } else {
+    c->status = status;
+  }
+  ms_stream_close(s, cc_closed, c);
+}
+
+static void cc_connected(ms_stream_t *s, int status, const char *reason,
+                         void *arg) {
+  conc_t *c = arg;
+  (void)reason;
+  c->status = status;
+  if (status != 0) {
+    (*c->done)++;
+    return;
+  }
+  c->s = s;
+  ms_buf_t b = {c->data, c->len};
+  int rc = ms_stream_write(s, &b, 1, NULL, NULL);
+  if (rc == 0) rc = ms_stream_shutdown(s, NULL, NULL);
+  if (rc == 0) rc = ms_stream_read_start(s, cc_read, c);
+  if (rc != 0) {
+    c->status = rc;
+    ms_stream_close(s, cc_closed, c);
+  }
+}
+
+static void test_concurrent(void) {
+  /* One multiserver on its own loop (ms_new) serving and dialing itself. */
+  ms_t *ms;
+  ms_options_t o;
+  opts_default(&o);
+  CHECK_INT(ms_new(&ms, &o), 0);
+  uv_loop_t *loop = ms_loop(ms);
+  tu_echo_t echo = {0};
+  ms_listener_t *l = NULL;
+  CHECK_INT(ms_listen(ms, "net:127.0.0.1:0", tu_echo_on_connection, &echo, &l,
+                      NULL, 0), 0);
+  if (l == NULL) return;
+  static conc_t cc[NCONC];
+  int done = 0, ok = 0, failed_start = 0;
+  memset(cc, 0, sizeof cc);
+  for (int i = 0; i < NCONC; i++) {
+    cc[i].id = i;
+    cc[i].len = 1000 + (size_t)i * 9;
+    for (size_t k = 0; k < cc[i].len; k++)
+      cc[i].data[k] = (uint8_t)(i * 131 + k * 7 + (k >> 8));
+    memcpy(cc[i].data, &i, sizeof i); /* every connection's data differs */
+    cc[i].done = &done;
+    cc[i].ok = &ok;
+    if (ms_connect(ms, ms_listener_address(l), cc_connected, &cc[i], NULL) != 0)
+      failed_start++;
+  }
+  CHECK_INT(failed_start, 0);
+  CHECK(tu_wait(loop, &done, NCONC, 30000, "200 echo clients"));
+  CHECK_INT(ok, NCONC);
+  int bad_status = 0;
+  for (int i = 0; i < NCONC; i++)
+    if (cc[i].status != 0) {
+      if (!bad_status)
+        fprintf(stderr, "client %d: %s\n", i, ms_err_name(cc[i].status));
+      bad_status++;
+    }
+  CHECK_INT(bad_status, 0);
+  CHECK(tu_wait(loop, &echo.closed, NCONC, 10000, "server side closes"));
+  CHECK_INT(echo.accepted, NCONC);
+  CHECK_INT(echo.eof, NCONC);
+  CHECK_INT(echo.errors, 0);
+  int lclosed = 0;
+  ms_listener_close(l, tu_on_listener_closed, &lclosed);
+  CHECK(tu_wait(loop, &lclosed, 1, 10000, "listener close"));
+  CHECK(tu_drain(loop, 10000));
+  CHECK_INT(ms_delete(ms), 0);
+}
+
+/* ======================================================================== */
+/* 3. 16 MiB echo with backpressure over every transport                    */
+/* ======================================================================== */
+
+#define BULK (16u * 1024 * 1024)
+#define BULK_CHUNK (64u * 1024)
+
+static uint8_t *bulk_data;
+static uint8_t bulk_hash[32];
+
+typedef struct {
+  ms_stream_t *s;
+  size_t sent, recvd;
+  crypto_generichash_state h;
+  bool mismatch;
+  int status;
+  int done; /* closed */
+  int eof;
+  int drains;
+  int write_errors;
+  int shut_status;
+  bool shut;
+  size_t max_queue;
+} bulk_t;
+
+static void bulk_closed(ms_stream_t *s, void *arg) {
+  (void)s;
+  ((bulk_t *)arg)->done++;
+}
+
+static void bulk_written(ms_stream_t *s, int status, void *arg) {
+  (void)s;
+  if (status != 0) ((bulk_t *)arg)->write_errors++;
+}
+
+static void bulk_shut(ms_stream_t *s, int status, void *arg) {
+  (void)s;
+  ((bulk_t *)arg)->shut_status = status;
+}
+
+static void bulk_pump(bulk_t *b) {
+  while (b->sent < BULK && ms_stream_writable(b->s)) {
+    size_t n = BULK - b->sent < BULK_CHUNK ? BULK - b->sent : BULK_CHUNK;
+    ms_buf_t buf = {bulk_data + b->sent, n};
+    int rc = ms_stream_write(b->s, &buf, 1, bulk_written, b);
+    if (rc != 0) {
+      b->status = rc;
+      ms_stream_close(b->s, bulk_closed, b);
+      return;
+    }
+    b->sent += n;
+    size_t q = ms_stream_write_queue_size(b->s);
+    if (q > b->max_queue) b->max_queue = q;
+  }
+  if (b->sent == BULK && !b->shut) {
+    b->shut = true;
+    b->shut_status = 1;
+    int rc = ms_stream_shutdown(b->s, bulk_shut, b);
+    if (rc != 0) b->status = rc;
+  }
+}
+
+static void bulk_drain(ms_stream_t *s, void *arg) {
+  (void)s;
+  bulk_t *b = arg;
+  b->drains++;
+  bulk_pump(b);
+}
+
+static void bulk_read(ms_stream_t *s, int status, const uint8_t *data,
+                      size_t len, void *arg) {
+  bulk_t *b = arg;
+  if (status == 0) {
+    if (b->recvd + len > BULK || memcmp(data, bulk_data + b->recvd, len) != 0)
+      b->mismatch = true;
+    crypto_generichash_update(&b->h, data, len);
+    b->recvd += len;
+    return;
+  }
+  if (status == MS_EOF)
+    b->eof++;
+  else
+    b->status = status;
+  ms_stream_close(s, bulk_closed, b);
+}
+
+static void bulk_connected(ms_stream_t *s, int status, const char *reason,
+                           void *arg) {
+  bulk_t *b = arg;
+  b->status = status;
+  if (status != 0) {
+    fprintf(stderr, "bulk connect: %s\n", reason);
+    b->done++;
+    return;
+  }
+  b->s = s;
+  ms_stream_on_drain(s, bulk_drain, b);
+  ms_stream_read_start(s, bulk_read, b);
+  bulk_pump(b);
+}
+
+static void bulk_over(const char *listen_addr) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  tu_echo_t echo = {0};
+  ms_listener_t *l = NULL;
+  char reason[256] = "";
+  CHECK_INT(ms_listen(e.srv, listen_addr, tu_echo_on_connection, &echo, &l,
+                      reason, sizeof reason), 0);
+  if (l == NULL) {
+    fprintf(stderr, "listen %s: %s\n", listen_addr, reason);
+    return;
+  }
+  bulk_t b;
+  memset(&b, 0, sizeof b);
+  crypto_generichash_init(&b.h, NULL, 0, 32);
+  uint64_t t0 = tu_now_ms();
+  CHECK_INT(ms_connect(e.cli, ms_listener_address(l), bulk_connected, &b, NULL), 0);
+  CHECK(tu_wait(&e.loop, &b.done, 1, 120000, listen_addr));
+  uint8_t got[32];
+  crypto_generichash_final(&b.h, got, sizeof got);
+  fprintf(stderr, "  16 MiB echo over %-32s %5llu ms, max queue %zu, %d drains\n",
+          ms_listener_address(l), (unsigned long long)(tu_now_ms() - t0),
+          b.max_queue, b.drains);
+  CHECK_INT(b.status, 0);
+  CHECK_INT(b.eof, 1);
+  CHECK_INT(b.sent, BULK);
+  CHECK_INT(b.recvd, BULK);
+  CHECK(!b.mismatch);
+  CHECK_MEM(got, bulk_hash, 32);
+  CHECK_INT(b.write_errors, 0);
+  CHECK_INT(b.shut_status, 0);
+  CHECK(b.drains > 0);                                 /* backpressure engaged */
+  CHECK(b.max_queue <= 1024 * 1024 + BULK_CHUNK);      /* and was respected */
+  CHECK(tu_wait(&e.loop, &echo.closed, 1, WAIT_MS, "echo side close"));
+  CHECK_INT(echo.accepted, 1);
+  CHECK_INT(echo.eof, 1);
+  CHECK_INT(echo.errors, 0);
+  CHECK_INT(echo.bytes, BULK);
+  close_listener(&e, l);
+  env_done(&e);
+}
+
+static void test_bulk(void) {
+  bulk_data = malloc(BULK);
+  randombytes_buf(bulk_data, BULK);
+  crypto_generichash(bulk_hash, 32, bulk_data, BULK, NULL, 0);
+  char dir[64], a[128];
+  snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
+  bulk_over("net:127.0.0.1:0");
+  snprintf(a, sizeof a, "unix:%s/bulk.sock", dir);
+  bulk_over(a);
+  bulk_over("net:127.0.0.1:0~shs");
+  snprintf(a, sizeof a, "unix:%s/bulk-shs.sock~shs", dir);
+  bulk_over(a);
+  bulk_over("net:127.0.0.1:0~noauth");
+  bulk_over("net:[::1]:0~shs");
+  tu_rmtree(dir);
+  free(bulk_data);
+  bulk_data = NULL;
+}
+
+/* ======================================================================== */
+/* 4. half-close                                                            */
+/* ======================================================================== */
+
+#define HC_REQ 200000
+#define HC_REPLY 300000
+
+typedef struct {
+  int mode; /* 0: reply, shutdown, close; 1: reply, close without shutdown */
+  ms_stream_t *s;
+  size_t got;
+  size_t got_at_eof;
+  int eof;
+  int err;
+  int shut_status;
+  int closed;
+  bool bad;
+  const uint8_t *req, *reply;
+} hc_srv_t;
+
+static void hc_srv_closed(ms_stream_t *s, void *arg) {
+  (void)s;
+  ((hc_srv_t *)arg)->closed++;
+}
+static void hc_srv_shut(ms_stream_t *s, int status, void *arg) {
+  hc_srv_t *h = arg;
+  h->shut_status = status;
+  ms_stream_close(s, hc_srv_closed, h);
+}
+static void hc_srv_written(ms_stream_t *s, int status, void *arg) {
+  hc_srv_t *h = arg;
+  if (status != 0) h->err = status;
+  if (h->mode == 1) ms_stream_close(s, hc_srv_closed, h);
+}
+
+static void hc_srv_read(ms_stream_t *s, int status, const uint8_t *data,
+                        size_t len, void *arg) {
+  hc_srv_t *h = arg;
+  if (status == 0) {
+    if (h->got + len > HC_REQ || memcmp(data, h->req + h->got, len) != 0) h->bad = true;
+    h->got += len;
+    return;
+  }
+  if (status != MS_EOF) {
+    h->err = status;
+    ms_stream_close(s, hc_srv_closed, h);
+    return;
+  }
+  h->eof++;
+  h->got_at_eof = h->got;
+  /* The read side is done; the write side is still open. */
+  ms_buf_t b = {h->reply, HC_REPLY};
+  int rc = ms_stream_write(s, &b, 1, hc_srv_written, h);
+  if (rc == 0 && h->mode == 0) rc = ms_stream_shutdown(s, hc_srv_shut, h);
+  if (rc != 0) {
+    h->err = rc;
+    ms_stream_close(s, hc_srv_closed, h);
+  }
+}
+
+static void hc_accept(ms_stream_t *s, void *arg) {
+  hc_srv_t *h = arg;
+  h->s = s;
+  ms_stream_read_start(s, hc_srv_read, h);
+}
+
+typedef struct {
+  size_t got;
+  int end; /* MS_EOF or an error */
+  int ends;
+  int shut_status;
+  int shut_done;
+  int closed;
+  bool bad;
+  const uint8_t *req, *reply;
+} hc_cli_t;
+
+static void hc_cli_closed(ms_stream_t *s, void *arg) {
+  (void)s;
+  ((hc_cli_t *)arg)->closed++;
+}
+static void hc_cli_shut(ms_stream_t *s, int status, void *arg) {
+  (void)s;
+  hc_cli_t *h = arg;
+  h->shut_status = status;
+  h->shut_done++;
+}
+static void hc_cli_read(ms_stream_t *s, int status, const uint8_t *data,
+                        size_t len, void *arg) {
+  hc_cli_t *h = arg;
+  if (status == 0) {
+    if (h->got + len > HC_REPLY || memcmp(data, h->reply + h->got, len) != 0) h->bad = true;
+    h->got += len;
+    return;
+  }
+  h->end = status;
+  h->ends++;
+  ms_stream_close(s, hc_cli_closed, h);
+}
+static void hc_cli_connected(ms_stream_t *s, int status, const char *reason,
+                             void *arg) {
+  hc_cli_t *h = arg;
+  (void)reason;
+  if (status != 0) {
+    h->end = status;
+    h->ends++;
+    h->closed++;
+    return;
+  }
+  ms_buf_t b = {h->req, HC_REQ};
+  CHECK_INT(ms_stream_write(s, &b, 1, NULL, NULL), 0);
+  CHECK_INT(ms_stream_shutdown(s, hc_cli_shut, h), 0);
+  /* After shutdown no more writes: */
+  CHECK_INT(ms_stream_write(s, &b, 1, NULL, NULL), MS_ESHUTDOWN);
+  CHECK_INT(ms_stream_shutdown(s, NULL, NULL), MS_ESHUTDOWN);
+  CHECK(!ms_stream_writable(s));
+  ms_stream_read_start(s, hc_cli_read, h);
+}
+
+static void half_close_over(const char *listen_addr, int mode, int want_end) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  uint8_t *req = malloc(HC_REQ), *reply = malloc(HC_REPLY);
+  randombytes_buf(req, HC_REQ);
+  randombytes_buf(reply, HC_REPLY);
+  hc_srv_t srv = {.mode = mode, .req = req, .reply = reply};
+  hc_cli_t cli = {.req = req, .reply = reply};
+  ms_listener_t *l = NULL;
+  CHECK_INT(ms_listen(e.srv, listen_addr, hc_accept, &srv, &l, NULL, 0), 0);
+  if (l == NULL) return;
+  CHECK_INT(ms_connect(e.cli, ms_listener_address(l), hc_cli_connected, &cli, NULL), 0);
+  WAIT(&e.loop, cli.closed, 1, "half-close client done");
+  WAIT(&e.loop, srv.closed, 1, "half-close server done");
+  CHECK_INT(srv.eof, 1);
+  CHECK_INT(srv.got_at_eof, HC_REQ); /* EOF only after all the data */
+  CHECK(!srv.bad);
+  CHECK_INT(srv.err, 0);
+  if (mode == 0) CHECK_INT(srv.shut_status, 0);
+  CHECK_INT(cli.shut_done, 1);
+  CHECK_INT(cli.shut_status, 0);
+  CHECK_INT(cli.got, HC_REPLY);
+  CHECK(!cli.bad);
+  CHECK_INT(cli.ends, 1);
+  CHECK_INT(cli.end, want_end);
+  if (cli.end != want_end)
+    fprintf(stderr, "half-close over %s mode %d: ended with %s\n", listen_addr,
+            mode, ms_err_name(cli.end));
+  close_listener(&e, l);
+  env_done(&e);
+  free(req);
+  free(reply);
+}
+
+static void test_half_close(void) {
+  half_close_over("net:127.0.0.1:0", 0, MS_EOF);
+  half_close_over("net:127.0.0.1:0~shs", 0, MS_EOF);
+  /* No goodbye: plain TCP cannot tell, box-stream can. */
+  half_close_over("net:127.0.0.1:0", 1, MS_EOF);
+  half_close_over("net:127.0.0.1:0~shs", 1, MS_EHANGUP);
+}
+
+/* ======================================================================== */
+/* 5. refused, 6. bad addresses, 7. fallback                                */
+/* ======================================================================== */
+
+static void test_refused(void) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  int port = tu_closed_port();
+  char a[128], hostport[64];
+  snprintf(a, sizeof a, "net:127.0.0.1:%d", port);
+  snprintf(hostport, sizeof hostport, "127.0.0.1:%d", port);
+  conn_res_t r;
+  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  CHECK(!r.fired_in_call);
+  WAIT(&e.loop, r.done, 1, "refused connect");
+  CHECK_INT(r.status, UV_ECONNREFUSED);
+  CHECK_HAS(r.reason, hostport);
+  CHECK_HAS(r.reason, "refused");
+  CHECK(r.s == NULL);
+
+  /* unix: no such file, and a socket file nobody listens on */
+  char dir[64];
+  snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
+  snprintf(a, sizeof a, "unix:%s/nobody.sock", dir);
+  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "unix ENOENT connect");
+  CHECK_INT(r.status, UV_ENOENT);
+  CHECK_HAS(r.reason, "nobody.sock");
+  env_done(&e);
+  tu_rmtree(dir);
+}
+
+typedef struct {
+  const char *addr;
+  int dial;   /* expected ms_connect outcome; 0 = not tried */
+  int listen; /* expected ms_listen outcome; 0 = not tried */
+  const char *word;
+} bad_t;
+
+static void test_bad_addresses(void) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  char key[64], shs_first[160];
+  snprintf(key, sizeof key, "%s", tu_b64(ms_keys(e.srv)->public_key));
+  snprintf(shs_first, sizeof shs_first, "shs:%s~net:127.0.0.1:8008", key);
+  const bad_t table[] = {
+      {"", MS_EADDRESS, MS_EADDRESS, "bad address"},
+      {"net:127.0.0.1:8008~", MS_EADDRESS, MS_EADDRESS, "bad address"},
+      {"net:127.0.0.1:8008;", MS_EADDRESS, MS_EADDRESS, "bad address"},
+      {"NET:127.0.0.1:8008", MS_EADDRESS, MS_EADDRESS, "bad address"},
+      {"net:127.0.0.1:80 08", MS_EADDRESS, MS_EADDRESS, "bad address"},
+      {"net:127.0.0.1:70000", MS_EADDRESS, MS_EADDRESS, "range"},
+      {"net:127.0.0.1:0", MS_EADDRESS, 0, "port 0"},
+      {"net:127.0.0.1", MS_EADDRESS, MS_EADDRESS, "port"},
+      {"net:127.0.0.1:", MS_EADDRESS, MS_EADDRESS, "port"},
+      {"net:127.0.0.1:http", MS_EADDRESS, MS_EADDRESS, "port"},
+      {"net:999.0.0.1:8008", MS_EADDRESS, MS_EADDRESS, "IPv4"},
+      {"foo:bar", MS_EPROTO_UNKNOWN, MS_EPROTO_UNKNOWN, "unknown protocol"},
+      {"net:127.0.0.1:8008~gzipx", MS_EPROTO_UNKNOWN, MS_EPROTO_UNKNOWN, "unknown protocol"},
+      {shs_first, MS_ESTACK, MS_ESTACK, "transform"},
+      {"net:127.0.0.1:8008~unix:/tmp/x.sock", MS_ESTACK, MS_ESTACK, "transport"},
+      {"net:127.0.0.1:8008~shs:notbase64", MS_EKEY, MS_EKEY, "base64"},
+      {"net:127.0.0.1:8008~shs", MS_EADDRESS, 0, "shs"},
+      {"net:127.0.0.1:0~shs:a:b", 0, MS_EADDRESS, "shs"},
+      {"net:192.0.2.1:8008~noauth", MS_ENOAUTH_REMOTE, 0, "noauth"},
+      {"net:192.0.2.1:0~noauth", 0, MS_ENOAUTH_REMOTE, "noauth"},
+      {"net:example.com:8008~noauth", MS_ENOAUTH_REMOTE, 0, "noauth"},
+      {"net:127.0.0.1:8008~noauth:x", MS_EADDRESS, MS_EADDRESS, "noauth"},
+      {"unix:", MS_EADDRESS, MS_EADDRESS, "path"},
+      {"unix:/tmp/a:b", MS_EADDRESS, MS_EADDRESS, "path"},
+  };
+  for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+    const bad_t *t = &table[i];
+    if (t->dial) {
+      conn_res_t r;
+      uint64_t t0 = tu_now_ms();
+      CHECK_INT(connect_to(e.cli, t->addr, &r, NULL), 0);
+      CHECK(!r.fired_in_call);
+      WAIT(&e.loop, r.done, 1, t->addr);
+      CHECK_INT(r.status, t->dial);
+      CHECK_HAS(r.reason, t->word);
+      CHECK(r.s == NULL);
+      CHECK(r.at - t0 < 1000); /* refused up front, nothing sent */
+      if (r.status != t->dial)
+        fprintf(stderr, "  dial \"%s\": %s (%s)\n", t->addr, ms_err_name(r.status), r.reason);
+    }
+    if (t->listen) {
+      ms_listener_t *l = NULL;
+      char reason[512] = "";
+      accept_t acc = {0};
+      int rc = ms_listen(e.srv, t->addr, on_accept, &acc, &l, reason, sizeof reason);
+      CHECK_INT(rc, t->listen);
+      CHECK_HAS(reason, t->word);
+      if (rc != t->listen)
+        fprintf(stderr, "  listen \"%s\": %s (%s)\n", t->addr, ms_err_name(rc), reason);
+      if (rc == 0) close_listener(&e, l);
+    }
+  }
+  /* ms_connect argument errors come back directly, with no callback. */
+  CHECK_INT(ms_connect(e.cli, NULL, on_conn, NULL, NULL), MS_EINVAL);
+  CHECK_INT(ms_connect(e.cli, "net:127.0.0.1:1", NULL, NULL, NULL), MS_EINVAL);
+
+  /* All or none: the second stack fails, the first must not stay open. */
+  accept_t acc = {0};
+  ms_listener_t *busy = NULL, *l = NULL;
+  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0", on_accept, &acc, &busy, NULL, 0), 0);
+  if (busy) {
+    char a[256], reason[512] = "";
+    snprintf(a, sizeof a, "net:127.0.0.1:0;%s", ms_listener_address(busy));
+    int rc = ms_listen(e.srv, a, on_accept, &acc, &l, reason, sizeof reason);
+    CHECK_INT(rc, UV_EADDRINUSE);
+    CHECK_HAS(reason, "stack 2");
+    snprintf(a, sizeof a, "net:127.0.0.1:0;foo:bar");
+    rc = ms_listen(e.srv, a, on_accept, &acc, &l, reason, sizeof reason);
+    CHECK_INT(rc, MS_EPROTO_UNKNOWN);
+    CHECK_HAS(reason, "foo");
+    close_listener(&e, busy);
+  }
+  CHECK_INT(acc.n, 0);
+  env_done(&e);
+}
+
+static void test_fallback(void) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  accept_t acc = {0};
+  ms_listener_t *l = NULL;
+  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0", on_accept, &acc, &l, NULL, 0), 0);
+  if (l == NULL) return;
+  const char *live = ms_listener_address(l);
+  int p1 = tu_closed_port(), p2 = tu_closed_port();
+  char a[512];
+  conn_res_t r;
+
+  snprintf(a, sizeof a, "net:127.0.0.1:%d;%s", p1, live);
+  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "fallback to the live port");
+  CHECK_INT(r.status, 0);
+  if (r.s) CHECK_STR(ms_stream_address(r.s), live);
+  WAIT(&e.loop, acc.n, 1, "accept");
+  ms_stream_t *v[2] = {r.s, acc.s[0]};
+  close_streams(&e, v, 2);
+
+  snprintf(a, sizeof a, "ws://x:1;%s", live);
+  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "skip unknown protocol");
+  CHECK_INT(r.status, 0);
+  if (r.s) CHECK_STR(ms_stream_address(r.s), live);
+  WAIT(&e.loop, acc.n, 2, "accept");
+  ms_stream_t *w[2] = {r.s, acc.s[1]};
+  close_streams(&e, w, 2);
+
+  /* A malformed stack (port 0) is skipped too. */
+  snprintf(a, sizeof a, "net:127.0.0.1:0;%s", live);
+  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "skip malformed");
+  CHECK_INT(r.status, 0);
+  WAIT(&e.loop, acc.n, 3, "accept");
+  ms_stream_t *x[2] = {r.s, acc.s[2]};
+  close_streams(&e, x, 2);
+
+  char n1[32], n2[32];
+  snprintf(n1, sizeof n1, "127.0.0.1:%d", p1);
+  snprintf(n2, sizeof n2, "127.0.0.1:%d", p2);
+  snprintf(a, sizeof a, "net:127.0.0.1:%d;ws://x:1;net:127.0.0.1:%d", p1, p2);
+  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "all dead");
+  CHECK_INT(r.status, MS_EALLFAILED);
+  CHECK_HAS(r.reason, n1);
+  CHECK_HAS(r.reason, n2);
+  CHECK_HAS(r.reason, "ws");
+  CHECK_HAS(r.reason, "alternative 1");
+  CHECK_HAS(r.reason, "alternative 2");
+  CHECK_HAS(r.reason, "alternative 3");
+  CHECK(r.s == NULL);
+
+  /* All alternatives unknown. */
+  CHECK_INT(connect_to(e.cli, "ws://x:1;onion:abc.onion:1", &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "all unknown");
+  CHECK_INT(r.status, MS_EALLFAILED);
+  CHECK_HAS(r.reason, "onion");
+
+  close_listener(&e, l);
+  env_done(&e);
+}
+
+/* ======================================================================== */
+/* 8. cancel                                                                */
+/* ======================================================================== */
+
+typedef struct {
+  int mode; /* AUTH_* */
+  int calls;
+  void *value;
+  ms_authorize_t *held;
+  uint8_t key[32];
+  uv_timer_t timer;
+  bool timer_used;
+} auth_t;
+
+enum { AUTH_ACCEPT, AUTH_REJECT, AUTH_ASYNC, AUTH_NEVER };
+
+static void auth_later(uv_timer_t *t) {
+  auth_t *a = t->data;
+  ms_authorize_t *req = a->held;
+  a->held = NULL;
+  ms_authorize_done(req, true, a->value);
+}
+
+static void authorize(const uint8_t remote_key[32], ms_authorize_t *req, void *arg) {
+  auth_t *a = arg;
+  a->calls++;
+  memcpy(a->key, remote_key, 32);
+  switch (a->mode) {
+    case AUTH_ACCEPT: ms_authorize_done(req, true, a->value); break;
+    case AUTH_REJECT: ms_authorize_done(req, false, NULL); break;
+    case AUTH_ASYNC:
+      a->held = req;
+      a->timer_used = true;
+      uv_timer_start(&a->timer, auth_later, 100, 0);
+      break;
+    default: a->held = req; break;
+  }
+}
+
+typedef struct {
+  ms_connect_t *req;
+} cancel_arg_t;
+
+static void cancel_now(void *arg) { ms_connect_cancel(((cancel_arg_t *)arg)->req); }
+
+static void test_cancel(void) {
+  ms_options_t so, co;
+  opts_default(&so);
+  opts_default(&co);
+  auth_t au = {.mode = AUTH_NEVER};
+  so.authorize = authorize;
+  so.authorize_arg = &au;
+  so.handshake_timeout_ms = 300;
+  env_t e;
+  env_init(&e, &so, &co);
+  tu_lerr_t lerr = {0};
+  accept_t acc = {0};
+  ms_listener_t *l = NULL, *plain = NULL;
+  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0~shs", on_accept, &acc, &l, NULL, 0), 0);
+  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0", on_accept, &acc, &plain, NULL, 0), 0);
+  if (!l || !plain) return;
+  ms_listener_on_error(l, tu_on_listen_error, &lerr);
+  char dir[64], ua[128];
+  snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
+  snprintf(ua, sizeof ua, "unix:%s/c.sock", dir);
+  ms_listener_t *ul = NULL;
+  CHECK_INT(ms_listen(e.srv, ua, on_accept, &acc, &ul, NULL, 0), 0);
+
+  /* (a) right after ms_connect */
+  conn_res_t r;
+  ms_connect_t *req = NULL;
+  CHECK_INT(connect_to(e.cli, ms_listener_address(plain), &r, &req), 0);
+  r.in_call = true;
+  ms_connect_cancel(req);
+  r.in_call = false;
+  WAIT(&e.loop, r.done, 1, "cancel right away");
+  CHECK_INT(r.status, MS_ECANCELED);
+  CHECK(r.s == NULL);
+  CHECK(!r.fired_in_call);
+
+  /* (b) while the transport dials (cancel queued behind the dial start) */
+  const char *dial_addrs[3] = {ms_listener_address(plain), "net:localhost:1", ua};
+  for (int i = 0; i < 3; i++) {
+    cancel_arg_t ca;
+    CHECK_INT(connect_to(e.cli, dial_addrs[i], &r, &ca.req), 0);
+    CHECK_INT(ms_call(e.cli, cancel_now, &ca), 0);
+    WAIT(&e.loop, r.done, 1, "cancel while dialing");
+    CHECK_INT(r.status, MS_ECANCELED);
+    if (r.status != MS_ECANCELED) fprintf(stderr, "  dial %s: %s\n", dial_addrs[i], ms_err_name(r.status));
+    if (r.s) ms_stream_close(r.s, NULL, NULL);
+  }
+  tu_sleep_loop(&e.loop, 50);
+  /* Whatever got accepted meanwhile is closed again. */
+  close_streams(&e, acc.s, acc.n);
+  acc.n = 0;
+
+  /* (c) during the handshake: the server's authorize hook never answers */
+  CHECK_INT(connect_to(e.cli, ms_listener_address(l), &r, &req), 0);
+  WAIT(&e.loop, au.calls, 1, "authorize hook called");
+  CHECK(memcmp(au.key, ms_keys(e.cli)->public_key, 32) == 0);
+  CHECK_INT(r.done, 0);
+  r.in_call = true;
+  ms_connect_cancel(req);
+  r.in_call = false;
+  CHECK(!r.fired_in_call); /* as with every other cancel: later, on the loop */
+  WAIT(&e.loop, r.done, 1, "cancel during handshake");
+  CHECK_INT(r.status, MS_ECANCELED);
+  CHECK(r.s == NULL);
+  /* The server gives up after its (short) handshake timeout. */
+  WAIT(&e.loop, lerr.count, 1, "server handshake timeout");
+  CHECK_INT(lerr.last_status, MS_ETIMEDOUT);
+  CHECK_HAS(lerr.last_reason, "authorize");
+  CHECK_INT(acc.n, 0);
+  /* Answering late is harmless. */
+  ms_authorize_done(au.held, true, NULL);
+  au.held = NULL;
+
+  /* (d) listener closed while a handshake waits for authorize */
+  au.calls = 0;
+  CHECK_INT(connect_to(e.cli, ms_listener_address(l), &r, &req), 0);
+  WAIT(&e.loop, au.calls, 1, "authorize hook called");
+  int before = lerr.count;
+  close_listener(&e, l);
+  WAIT(&e.loop, r.done, 1, "client sees the hang-up");
+  CHECK_INT(r.status, MS_EHANDSHAKE);
+  CHECK_INT(lerr.count, before); /* a cancel is not an error */
+  ms_authorize_done(au.held, false, NULL);
+  au.held = NULL;
+
+  close_listener(&e, plain);
+  close_listener(&e, ul);
+  CHECK_INT(acc.n, 0);
+  env_done(&e);
+  tu_rmtree(dir);
+}
+
+/* ======================================================================== */
+/* 9. shs: wrong keys, authorize                                            */
+/* ======================================================================== */
+
+/* Connect and expect success; close both ends. */
+static void expect_ok(env_t *e, const char *addr, accept_t *acc, const char *what) {
+  conn_res_t r;
+  int n = acc->n;
+  CHECK_INT(connect_to(e->cli, addr, &r, NULL), 0);
+  WAIT(&e->loop, r.done, 1, what);
+  CHECK_INT(r.status, 0);
+  if (r.status) fprintf(stderr, "  %s: %s\n", what, r.reason);
+  WAIT(&e->loop, acc->n, n + 1, what);
+  ms_stream_t *v[2] = {r.s, acc->n > n ? acc->s[n] : NULL};
+  close_streams(e, v, 2);
+}
+
+static void test_shs_failures(void) {
+  /* server with an authorize hook we steer per case */
+  ms_options_t so, co;
+  opts_default(&so);
+  opts_default(&co);
+  auth_t au = {.mode = AUTH_ACCEPT};
+  so.authorize = authorize;
+  so.authorize_arg = &au;
+  env_t e;
+  env_init(&e, &so, &co);
+  uv_timer_init(&e.loop, &au.timer);
+  au.timer.data = &au;
+  tu_lerr_t lerr = {0};
+  accept_t acc = {0};
+  ms_listener_t *l = NULL;
+  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0~shs", on_accept, &acc, &l, NULL, 0), 0);
+  if (l == NULL) return;
+  ms_listener_on_error(l, tu_on_listen_error, &lerr);
+  const char *good = ms_listener_address(l);
+  conn_res_t r;
+
+  /* wrong server key */
+  ms_keypair_t other;
+  ms_keypair_generate(&other);
+  char bad[256];
+  int port = atoi(good + strlen("net:127.0.0.1:"));
+  snprintf(bad, sizeof bad, "net:127.0.0.1:%d~shs:%s", port, tu_b64(other.public_key));
+  CHECK_INT(connect_to(e.cli, bad, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "wrong server key");
+  CHECK_INT(r.status, MS_EHANDSHAKE);
+  CHECK_HAS(r.reason, "shs");
+  CHECK(strlen(r.reason) > 10);
+  WAIT(&e.loop, lerr.count, 1, "server reports the failed handshake");
+  CHECK_INT(lerr.last_status, MS_EHANDSHAKE);
+  CHECK_STR(lerr.last_stack, good);
+  CHECK_INT(au.calls, 0);
+  expect_ok(&e, good, &acc, "good connection after a wrong key");
+  CHECK_INT(au.calls, 1);
+
+  /* wrong app key: a client on another network */
+  {
+    ms_options_t o2;
+    opts_default(&o2);
+    uint8_t app[32];
+    randombytes_buf(app, sizeof app);
+    o2.app_key = app;
+    ms_t *other_net;
+    CHECK_INT(ms_new_on_loop(&other_net, &e.loop, &o2), 0);
+    CHECK_INT(connect_to(other_net, good, &r, NULL), 0);
+    WAIT(&e.loop, r.done, 1, "wrong app key");
+    CHECK_INT(r.status, MS_EHANDSHAKE);
+    CHECK_HAS(r.reason, "app key");
+    WAIT(&e.loop, lerr.count, 2, "server reports the wrong app key");
+    CHECK_INT(lerr.last_status, MS_EHANDSHAKE);
+    CHECK(tu_drain(&e.loop, 100) || true);
+    CHECK_INT(ms_delete(other_net), 0);
+    expect_ok(&e, good, &acc, "good connection after a wrong app key");
+  }
+
+  /* authorize rejects */
+  au.mode = AUTH_REJECT;
+  au.calls = 0;
+  CHECK_INT(connect_to(e.cli, good, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "rejected client");
+  CHECK(r.status == MS_EHANDSHAKE || r.status == MS_EUNAUTHORIZED);
+  CHECK(r.reason[0] != '\0');
+  WAIT(&e.loop, lerr.count, 3, "server reports the rejection");
+  CHECK_INT(lerr.last_status, MS_EUNAUTHORIZED);
+  CHECK_INT(au.calls, 1);
+  CHECK(memcmp(au.key, ms_keys(e.cli)->public_key, 32) == 0);
+
+  /* authorize accepts with a value */
+  static int token = 42;
+  au.mode = AUTH_ACCEPT;
+  au.value = &token;
+  int n = acc.n;
+  CHECK_INT(connect_to(e.cli, good, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "accepted client");
+  CHECK_INT(r.status, 0);
+  WAIT(&e.loop, acc.n, n + 1, "accept");
+  if (acc.n > n) CHECK(ms_stream_auth(acc.s[n]) == &token);
+  if (r.s) CHECK(ms_stream_auth(r.s) == NULL);
+  ms_stream_t *v[2] = {r.s, acc.n > n ? acc.s[n] : NULL};
+  close_streams(&e, v, 2);
+
+  /* async authorize: answered 100 ms later from a timer */
+  static int token2 = 7;
+  au.mode = AUTH_ASYNC;
+  au.value = &token2;
+  n = acc.n;
+  uint64_t t0 = tu_now_ms();
+  CHECK_INT(connect_to(e.cli, good, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "async-authorized client");
+  CHECK_INT(r.status, 0);
+  CHECK(r.at - t0 >= 90);
+  WAIT(&e.loop, acc.n, n + 1, "accept");
+  if (acc.n > n) CHECK(ms_stream_auth(acc.s[n]) == &token2);
+  /* and data flows after an async authorize */
+  if (r.s && acc.n > n) {
+    tu_echo_t echo = {0};
+    tu_echo_on_connection(acc.s[n], &echo);
+    hc_cli_t dummy;
+    (void)dummy;
+    ms_buf_t b = {"ping", 4};
+    CHECK_INT(ms_stream_write(r.s, &b, 1, NULL, NULL), 0);
+    CHECK_INT(ms_stream_shutdown(r.s, NULL, NULL), 0);
+    WAIT(&e.loop, echo.closed, 1, "echo after async authorize");
+    CHECK_INT(echo.bytes, 4);
+    CHECK_INT(echo.eof, 1);
+    ms_stream_close(r.s, NULL, NULL);
+  }
+  CHECK_INT(lerr.count, 3);
+
+  uv_close((uv_handle_t *)&au.timer, NULL);
+  close_listener(&e, l);
+  env_done(&e);
+}
+
+/* ======================================================================== */
+/* 10. handshake timeouts                                                   */
+/* ======================================================================== */
+
+typedef struct {
+  uv_tcp_t tcp;
+  uv_connect_t conn;
+  int connected;
+  int ended;
+  int end_status;
+  int closed;
+  char buf[256];
+} raw_t;
+
+static void raw_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
+  (void)sz;
+  raw_t *r = h->data;
+  *b = uv_buf_init(r->buf, sizeof r->buf);
+}
+static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  (void)b;
+  raw_t *r = s->data;
+  if (n < 0) {
+    r->ended++;
+    r->end_status = (int)n;
+    uv_read_stop(s);
+  }
+}
+static void raw_connected(uv_connect_t *c, int status) {
+  raw_t *r = c->data;
+  r->connected = status == 0 ? 1 : status;
+  if (status == 0) uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read);
+}
+static void raw_closed(uv_handle_t *h) { ((raw_t *)h->data)->closed++; }
+
+static void test_timeouts(void) {
+  ms_options_t so, co;
+  opts_default(&so);
+  opts_default(&co);
+  so.handshake_timeout_ms = 300;
+  co.handshake_timeout_ms = 300;
+  env_t e;
+  env_init(&e, &so, &co);
+  tu_lerr_t lerr = {0};
+  accept_t acc = {0};
+  ms_listener_t *l = NULL, *plain = NULL;
+  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0~shs", on_accept, &acc, &l, NULL, 0), 0);
+  if (l == NULL) return;
+  ms_listener_on_error(l, tu_on_listen_error, &lerr);
+
+  /* server side: a raw TCP client that never says hello */
+  raw_t raw;
+  memset(&raw, 0, sizeof raw);
+  uv_tcp_init(&e.loop, &raw.tcp);
+  raw.tcp.data = &raw;
+  raw.conn.data = &raw;
+  struct sockaddr_in sa;
+  uv_ip4_addr("127.0.0.1", atoi(ms_listener_address(l) + 14), &sa);
+  uint64_t t0 = tu_now_ms();
+  CHECK_INT(uv_tcp_connect(&raw.conn, &raw.tcp, (struct sockaddr *)&sa, raw_connected), 0);
+  WAIT(&e.loop, lerr.count, 1, "server handshake timeout");
+  uint64_t dt = tu_now_ms() - t0;
+  CHECK_INT(lerr.last_status, MS_ETIMEDOUT);
+  CHECK_HAS(lerr.last_reason, "timed out");
+  CHECK(dt >= 250 && dt < 5000);
+  WAIT(&e.loop, raw.ended, 1, "server hangs up on the silent client");
+  CHECK_INT(raw.connected, 1);
+  uv_close((uv_handle_t *)&raw.tcp, raw_closed);
+  WAIT(&e.loop, raw.closed, 1, "raw close");
+  CHECK_INT(acc.n, 0);
+
+  /* client side: a plain TCP server that accepts and never answers */
+  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0", on_accept, &acc, &plain, NULL, 0), 0);
+  if (plain) {
+    char a[256];
+    snprintf(a, sizeof a, "%s~shs:%s", ms_listener_address(plain),
+             tu_b64(ms_keys(e.srv)->public_key));
+    conn_res_t r;
+    t0 = tu_now_ms();
+    CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+    WAIT(&e.loop, r.done, 1, "client handshake timeout");
+    dt = r.at - t0;
+    CHECK_INT(r.status, MS_ETIMEDOUT);
+    CHECK_HAS(r.reason, "timed out");
+    CHECK(dt >= 250 && dt < 5000);
+    CHECK(r.s == NULL);
+    WAIT(&e.loop, acc.n, 1, "plain accept");
+    close_streams(&e, acc.s, acc.n);
+    close_listener(&e, plain);
+  }
+  close_listener(&e, l);
+  env_done(&e);
+}
+
+/* ======================================================================== */
+/* 11. unix socket files                                                    */
+/* ======================================================================== */
+
+static void test_unix_files(void) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  char dir[64], p1[128], p2[128], a1[160], a2[160], reason[512];
+  snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
+  snprintf(p1, sizeof p1, "%s/one.sock", dir);
+  snprintf(p2, sizeof p2, "%s/two.sock", dir);
+  snprintf(a1, sizeof a1, "unix:%s", p1);
+  snprintf(a2, sizeof a2, "unix:%s", p2);
+
+  /* a stale socket file: bound, then closed without unlink */
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un sun;
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, p1, strlen(p1) + 1);
+  CHECK_INT(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+  close(fd);
+  struct stat st;
+  CHECK(stat(p1, &st) == 0 && S_ISSOCK(st.st_mode));
+
+  accept_t acc = {0};
+  ms_listener_t *l1 = NULL, *l2 = NULL, *l3 = NULL;
+  CHECK_INT(ms_listen(e.srv, a1, on_accept, &acc, &l1, reason, sizeof reason), 0);
+  CHECK_INT(ms_listen(e.srv, a2, on_accept, &acc, &l2, reason, sizeof reason), 0);
+  CHECK(stat(p1, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600);
+  CHECK(stat(p2, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600);
+  if (!l1 || !l2) return;
+  CHECK_STR(ms_listener_address(l1), a1);
+  CHECK_STR(ms_listener_address(l2), a2);
+  /* a live socket is not taken over */
+  reason[0] = '\0';
+  CHECK_INT(ms_listen(e.srv, a1, on_accept, &acc, &l3, reason, sizeof reason), UV_EADDRINUSE);
+  CHECK_HAS(reason, "listening");
+  /* The liveness probe reached the live listener as a connection: close it. */
+  WAIT(&e.loop, acc.n, 1, "probe connection");
+  close_streams(&e, acc.s, acc.n);
+  acc.n = 0;
+  /* nor is a regular file */
+  char p3[128], a3[160];
+  snprintf(p3, sizeof p3, "%s/file", dir);
+  snprintf(a3, sizeof a3, "unix:%s", p3);
+  FILE *f = fopen(p3, "w");
+  if (f) fclose(f);
+  reason[0] = '\0';
+  CHECK_INT(ms_listen(e.srv, a3, on_accept, &acc, &l3, reason, sizeof reason), UV_EEXIST);
+  CHECK_HAS(reason, "not a socket");
+  CHECK(access(p3, F_OK) == 0);
+
+  expect_ok(&e, a1, &acc, "unix connect one");
+  expect_ok(&e, a2, &acc, "unix connect two");
+  expect_ok(&e, a1, &acc, "unix connect one again");
+
+  close_listener(&e, l1);
+  CHECK(access(p1, F_OK) != 0);
+  CHECK(access(p2, F_OK) == 0);
+  close_listener(&e, l2);
+  CHECK(access(p2, F_OK) != 0);
+  env_done(&e);
+  tu_rmtree(dir);
+}
+
+/* ======================================================================== */
+/* 12. stream close semantics                                               */
+/* ======================================================================== */
+
+typedef struct {
+  int cbs, ok, canceled, other;
+  int closed;
+  bool closed_before_all_writes;
+} wc_t;
+
+static void wc_written(ms_stream_t *s, int status, void *arg) {
+  (void)s;
+  wc_t *w = arg;
+  w->cbs++;
+  if (w->closed) w->closed_before_all_writes = true;
+  if (status == 0) w->ok++;
+  else if (status == MS_ECANCELED) w->canceled++;
+  else {
+    if (!w->other) fprintf(stderr, "  write completed with %s\n", ms_err_name(status));
+    w->other++;
+  }
+}
+static void wc_closed(ms_stream_t *s, void *arg) {
+  (void)s;
+  ((wc_t *)arg)->closed++;
+}
+
+static void close_with_queued_writes(const char *listen_addr) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  accept_t acc = {0};
+  ms_listener_t *l = NULL;
+  CHECK_INT(ms_listen(e.srv, listen_addr, on_accept, &acc, &l, NULL, 0), 0);
+  if (!l) return;
+  conn_res_t r;
+  CHECK_INT(connect_to(e.cli, ms_listener_address(l), &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "connect");
+  WAIT(&e.loop, acc.n, 1, "accept");
+  if (r.s) {
+    /* The server never reads: 32 MiB cannot all leave. */
+    size_t chunk = 1024 * 1024;
+    uint8_t *buf = calloc(1, chunk);
+    wc_t w = {0};
+    int nw = 32;
+    for (int i = 0; i < nw; i++) {
+      ms_buf_t b = {buf, chunk};
+      CHECK_INT(ms_stream_write(r.s, &b, 1, wc_written, &w), 0);
+    }
+    CHECK(ms_stream_write_queue_size(r.s) > 0);
+    CHECK(!ms_stream_writable(r.s));
+    tu_sleep_loop(&e.loop, 50);
+    ms_stream_close(r.s, wc_closed, &w);
+    ms_stream_close(r.s, wc_closed, &w); /* ignored */
+    ms_buf_t b = {buf, 1};
+    CHECK_INT(ms_stream_write(r.s, &b, 1, NULL, NULL), MS_ECLOSED);
+    CHECK_INT(ms_stream_shutdown(r.s, NULL, NULL), MS_ECLOSED);
+    CHECK_INT(w.closed, 0);
+    WAIT(&e.loop, w.closed, 1, "close with queued writes");
+    CHECK_INT(w.closed, 1);
+    CHECK_INT(w.cbs, nw);
+    CHECK(w.canceled > 0);
+    CHECK_INT(w.other, 0);
+    CHECK(!w.closed_before_all_writes);
+    free(buf);
+  }
+  close_streams(&e, acc.s, acc.n);
+  close_listener(&e, l);
+  env_done(&e);
+}
+
+static void test_close_semantics(void) {
+  close_with_queued_writes("net:127.0.0.1:0");
+  close_with_queued_writes("net:127.0.0.1:0~shs");
+}
+
+/* ======================================================================== */
+/* 13. ms_run(DEFAULT) with nothing but library work                        */
+/* ======================================================================== */
+
+static void test_run_default(void) {
+  ms_t *ms;
+  ms_options_t o;
+  opts_default(&o);
+  CHECK_INT(ms_new(&ms, &o), 0);
+  /* A connect is the only work: ms_run must carry it to its callback. */
+  char a[64];
+  snprintf(a, sizeof a, "net:127.0.0.1:%d", tu_closed_port());
+  conn_res_t r;
+  CHECK_INT(connect_to(ms, a, &r, NULL), 0);
+  CHECK(tu_drain(ms_loop(ms), 10000));
+  CHECK_INT(r.done, 1);
+  CHECK_INT(r.status, UV_ECONNREFUSED);
+  /* Closing a listener is the only work: ms_run must finish it, and then
+   * the multiserver is empty. */
+  ms_listener_t *l = NULL;
+  accept_t acc = {0};
+  int closed = 0;
+  CHECK_INT(ms_listen(ms, "net:127.0.0.1:0", on_accept, &acc, &l, NULL, 0), 0);
+  if (l) ms_listener_close(l, tu_on_listener_closed, &closed);
+  CHECK(tu_drain(ms_loop(ms), 10000));
+  CHECK_INT(closed, 1);
+  /* A failed listen cleans up by itself too. */
+  CHECK_INT(ms_listen(ms, "net:127.0.0.1:0;foo:x", on_accept, &acc, &l, NULL, 0),
+            MS_EPROTO_UNKNOWN);
+  CHECK(tu_drain(ms_loop(ms), 10000));
+  CHECK_INT(ms_delete(ms), 0);
+}
+
+/* ======================================================================== */
+/* 14. the loop on its own thread, driven through ms_call                   */
+/* ======================================================================== */
+
+typedef struct {
+  ms_t *ms;
+  ms_listener_t *l;
+  tu_echo_t echo;
+  bulk_t *unused;
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  int stage;
+  int status;
+  char got[64];
+  size_t glen;
+  int closed;
+} th_t;
+
+static void th_signal(th_t *t, int stage) {
+  uv_mutex_lock(&t->mu);
+  t->stage = stage;
+  uv_cond_signal(&t->cv);
+  uv_mutex_unlock(&t->mu);
+}
+static void th_waitfor(th_t *t, int stage) {
+  uint64_t until = uv_hrtime() + 20000000000ull;
+  uv_mutex_lock(&t->mu);
+  while (t->stage < stage && uv_hrtime() < until)
+    uv_cond_timedwait(&t->cv, &t->mu, 100000000ull);
+  uv_mutex_unlock(&t->mu);
+}
+static void th_closed(ms_stream_t *s, void *arg) {
+  (void)s;
+  th_signal(arg, 3);
+}
+static void th_read(ms_stream_t *s, int status, const uint8_t *data, size_t len,
+                    void *arg) {
+  th_t *t = arg;
+  if (status == 0) {
+    if (t->glen + len <= sizeof t->got) memcpy(t->got + t->glen, data, len);
+    t->glen += len;
+    return;
+  }
+  t->status = status;
+  ms_stream_close(s, th_closed, t);
+}
+static void th_connected(ms_stream_t *s, int status, const char *reason, void *arg) {
+  (void)reason;
+  th_t *t = arg;
+  t->status = status;
+  if (status != 0) {
+    th_signal(t, 3);
+    return;
+  }
+  ms_buf_t b = {"over a thread", 13};
+  ms_stream_write(s, &b, 1, NULL, NULL);
+  ms_stream_shutdown(s, NULL, NULL);
+  ms_stream_read_start(s, th_read, t);
+}
+static void th_start(void *arg) {
+  th_t *t = arg;
+  int rc = ms_listen(t->ms, "net:127.0.0.1:0~shs", tu_echo_on_connection, &t->echo,
+                     &t->l, NULL, 0);
+  if (rc == 0) rc = ms_connect(t->ms, ms_listener_address(t->l), th_connected, t, NULL);
+  if (rc != 0) {
+    t->status = rc;
+    th_signal(t, 3);
+  }
+}
+static void th_lclosed(ms_listener_t *l, void *arg) {
+  (void)l;
+  th_signal(arg, 4);
+}
+static void th_stop(void *arg) {
+  th_t *t = arg;
+  if (t->l) ms_listener_close(t->l, th_lclosed, t);
+  else th_signal(t, 4);
+}
+
+static void test_thread(void) {
+  th_t t;
+  memset(&t, 0, sizeof t);
+  uv_mutex_init(&t.mu);
+  uv_cond_init(&t.cv);
+  ms_options_t o;
+  opts_default(&o);
+  CHECK_INT(ms_new(&t.ms, &o), 0);
+  CHECK_INT(ms_thread_start(t.ms), 0);
+  CHECK_INT(ms_call(t.ms, th_start, &t), 0);
+  th_waitfor(&t, 3);
+  CHECK_INT(t.stage, 3);
+  CHECK_INT(t.status, MS_EOF);
+  CHECK_INT(t.glen, 13);
+  CHECK(memcmp(t.got, "over a thread", 13) == 0);
+  CHECK_INT(ms_call(t.ms, th_stop, &t), 0);
+  th_waitfor(&t, 4);
+  CHECK_INT(t.stage, 4);
+  CHECK_INT(ms_thread_join(t.ms), 0);
+  CHECK(tu_drain(ms_loop(t.ms), 10000));
+  CHECK_INT(t.echo.closed, 1);
+  CHECK_INT(ms_delete(t.ms), 0);
+  uv_cond_destroy(&t.cv);
+  uv_mutex_destroy(&t.mu);
+}
+
+/* ======================================================================== */
+
+typedef struct {
+  const char *name;
+  void (*fn)(void);
+} test_t;
+
+int main(int argc, char **argv) {
+  const test_t tests[] = {
+      {"three_stacks", test_three_stacks},
+      {"concurrent", test_concurrent},
+      {"bulk", test_bulk},
+      {"half_close", test_half_close},
+      {"refused", test_refused},
+      {"bad_addresses", test_bad_addresses},
+      {"fallback", test_fallback},
+      {"cancel", test_cancel},
+      {"shs_failures", test_shs_failures},
+      {"timeouts", test_timeouts},
+      {"unix_files", test_unix_files},
+      {"close_semantics", test_close_semantics},
+      {"run_default", test_run_default},
+      {"thread", test_thread},
+  };
+  if (sodium_init() < 0) return 1;
+  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+    if (argc > 1) {
+      bool want = false;
+      for (int k = 1; k < argc; k++)
+        if (strcmp(argv[k], tests[i].name) == 0) want = true;
+      if (!want) continue;
+    }
+    int f0 = mst_fail;
+    uint64_t t0 = tu_now_ms();
+    tests[i].fn();
+    fprintf(stderr, "%-16s %s (%llu ms)\n", tests[i].name,
+            mst_fail == f0 ? "ok" : "FAILED", (unsigned long long)(tu_now_ms() - t0));
+  }
+  return mst_done("multiserver");
+}
