@@ -68,7 +68,7 @@ static void finish(ms_connect_t *c, ms_stream_t *s, int status) {
   c->fin_status = status;
   /* A transform may finish its cancel synchronously: still never call back
    * from inside ms_connect_cancel(). */
-  if (c->in_cancel && ms_call(c->ms, finish_now, c) == 0) return;
+  if (c->in_cancel && ms__defer(c->ms, finish_now, c) == 0) return;
   finish_now(c);
 }
 

@@ -121,7 +121,7 @@ static int setup(ms_t *ms, const ms_options_t *opts) {
   ms_register(ms, &ms__proto_net, NULL);
   ms_register(ms, &ms__proto_unix, NULL);
   ms_register(ms, &ms__proto_noauth, NULL);
-  ms_register(ms, &ms__proto_shs, NULL);
+  ms_register(ms, &ms__proto_shs, ms); /* shs_validate checks listen keys */
   return 0;
 }
 

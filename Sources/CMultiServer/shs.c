@@ -181,7 +181,7 @@ static void on_lower_write(ms_stream_t *lower, int status, void *arg) {
   (void)lower;
   ms_write_req_t *req = arg;
   shs_wstate_t *w = ms_write_req_scratch(req);
-  buf_put(w->conn, w->buf);
+  if (w->buf) buf_put(w->conn, w->buf);
   ms_write_req_done(req, status);
 }
 
@@ -190,9 +190,15 @@ static int shs_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
   shs_conn_t *c = ms_stream_impl(s);
   size_t need = 0;
   for (unsigned i = 0; i < nbufs; i++) need += ms_box_sealed_size(bufs[i].len);
-  if (need == 0) { /* empty writes send nothing, like the reference */
-    ms_write_req_done(req, 0);
-    return 0;
+  if (need == 0) {
+    /* Empty writes send nothing, like the reference. Still complete through
+     * the lower stream, so the callback comes later and in order, as for
+     * every other write (never from inside ms_stream_write()). */
+    shs_wstate_t *w = ms_write_req_scratch(req);
+    w->conn = c;
+    w->upper_req = req;
+    w->buf = NULL;
+    return ms_stream_write(c->lower, NULL, 0, on_lower_write, req);
   }
   shs_buf_t *b = buf_get(c, need);
   if (b == NULL) return MS_ENOMEM;
@@ -536,9 +542,11 @@ static void on_timeout(uv_timer_t *t) {
 
 /* ---- protocol hooks ----------------------------------------------------- */
 
+/* pdata: the ms_t this protocol is registered with (NULL when validating
+ * without a multiserver, e.g. ms_address_check). */
 static int shs_validate(const ms_section_t *sec, int role, void *pdata,
                         char *reason, size_t reason_len) {
-  (void)pdata;
+  const ms_t *ms = pdata;
   uint8_t k[32];
   if (role == MS_ROLE_SERVER) {
     if (sec->nfields > 1) {
@@ -556,6 +564,13 @@ static int shs_validate(const ms_section_t *sec, int role, void *pdata,
                  i == 0 ? "KEY" : "SEED");
       return MS_EKEY;
     }
+  }
+  /* A listen key must be our own: otherwise every handshake would fail. */
+  if (role == MS_ROLE_SERVER && sec->nfields == 1 && ms != NULL &&
+      sodium_memcmp(k, ms_keys(ms)->public_key, 32) != 0) {
+    ms__reason(reason, reason_len,
+               "shs: the listen key is not this server's public key");
+    return MS_EKEY;
   }
   sodium_memzero(k, sizeof k);
   return 0;

@@ -78,8 +78,15 @@ static void on_write(uv_write_t *w, int status) {
 static int us_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
                     unsigned nbufs) {
   ms_uvstream_t *u = ms_stream_impl(s);
+  static char nothing[1];
   uv_buf_t small[16];
   uv_buf_t *ub = small;
+  if (nbufs == 0) { /* libuv asserts nbufs > 0: write one empty buffer */
+    small[0] = uv_buf_init(nothing, 0);
+    uv_write_t *w = ms_write_req_scratch(req);
+    w->data = req;
+    return uv_write(w, &u->h.stream, small, 1, on_write);
+  }
   if (nbufs > 16) {
     ub = malloc(nbufs * sizeof(*ub));
     if (ub == NULL) return MS_ENOMEM;
