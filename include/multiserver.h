@@ -211,7 +211,8 @@ typedef void (*ms_close_cb)(ms_stream_t *s, void *arg);
 typedef void (*ms_shutdown_cb)(ms_stream_t *s, int status, void *arg);
 typedef void (*ms_drain_cb)(ms_stream_t *s, void *arg);
 
-/* Queue bytes. The buffers must stay valid until cb fires (cb may be NULL).
+/* Queue bytes. The buffers must stay valid until cb fires (cb may be NULL);
+ * cb never fires from inside ms_stream_write(), and writes complete in order.
  * Never fails for backpressure: compare ms_stream_write_queue_size() with the
  * high-water mark, or wait for the drain callback. */
 MS_EXTERN int ms_stream_write(ms_stream_t *s, const ms_buf_t *bufs,
@@ -341,11 +342,16 @@ MS_EXTERN void ms_listener_close(ms_listener_t *l, ms_listener_close_cb cb,
 typedef void (*ms_connect_cb)(ms_stream_t *s, int status, const char *reason,
                               void *arg);
 /* Connect to a multiaddress: tries the ;-alternatives in order, skipping those
- * with unknown protocols and falling back on network errors. req (may be
- * NULL) allows cancellation until cb fires. */
+ * with unknown protocols or malformed stacks and falling back on network
+ * errors (also those met during a handshake, such as a timeout); an
+ * authentication failure (MS_EHANDSHAKE, MS_EUNAUTHORIZED, MS_EKEY) stops.
+ * With several alternatives the final error is MS_EALLFAILED and the reason
+ * names each one's failure. cb always fires later, never from inside
+ * ms_connect(). req (may be NULL) allows cancellation until cb fires. */
 MS_EXTERN int ms_connect(ms_t *ms, const char *address, ms_connect_cb cb,
                          void *arg, ms_connect_t **req);
-/* Cancel a pending connect: cb fires with MS_ECANCELED. */
+/* Cancel a pending connect: cb fires (later, not from inside this call)
+ * with MS_ECANCELED, or with the outcome if that was already decided. */
 MS_EXTERN void ms_connect_cancel(ms_connect_t *req);
 
 #ifdef __cplusplus

@@ -1,9 +1,10 @@
 /*
  * ms_connect: dial a multiaddress. The ;-alternatives are tried in order;
  * unknown protocols and malformed stacks are skipped, a transport failure
- * falls back to the next alternative, and a transform failure (a handshake:
- * wrong key, not authorized) stops, since another path will not fix it. The
- * callback never fires from inside ms_connect().
+ * falls back to the next alternative, and so does a transport error met
+ * during a transform (reset, handshake timeout); an authentication failure
+ * (wrong key, not authorized) stops, since another path will not fix it. The
+ * callback never fires from inside ms_connect() or ms_connect_cancel().
  */
 #include <stdlib.h>
 #include <string.h>
@@ -72,16 +73,28 @@ static void finish(ms_connect_t *c, ms_stream_t *s, int status) {
   finish_now(c);
 }
 
+static void next_alt(void *arg);
+static void alt_failed(ms_connect_t *c, int status, const char *why);
+
+/* An authentication verdict will not change on another path; a transport
+ * problem met during a handshake (reset, timeout) may. */
+static bool is_auth_failure(int status) {
+  return status == MS_EHANDSHAKE || status == MS_EUNAUTHORIZED ||
+         status == MS_EKEY || status == MS_ECANCELED;
+}
+
 static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status,
                      const char *reason, void *arg) {
   (void)pw;
   ms_connect_t *c = arg;
   c->chain = NULL;
+  if (status != 0 && !c->canceled && !is_auth_failure(status)) {
+    alt_failed(c, status, reason ? reason : ms_strerror(status));
+    return;
+  }
   if (status != 0) note(c, NULL, reason ? reason : ms_strerror(status));
   finish(c, s, status);
 }
-
-static void next_alt(void *arg);
 
 static void alt_failed(ms_connect_t *c, int status, const char *why) {
   char label[64];

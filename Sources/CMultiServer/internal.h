@@ -59,6 +59,9 @@ struct ms_write_req_s {
   ms_write_cb cb;
   void *arg;
   size_t size;
+  bool in_submit;   /* inside ops->write() */
+  bool early;       /* completed inside ops->write(): reported deferred */
+  int early_status;
   ms_write_req_t *next;
   union {
     uv_write_t uv;
@@ -84,6 +87,7 @@ struct ms_stream_s {
   bool closing;
   bool impl_closed;
   bool in_close;
+  bool finishing;
   ms_read_cb read_cb;
   void *read_arg;
   size_t queued;       /* bytes of not yet completed writes */

@@ -132,6 +132,8 @@ static void req_put(ms_stream_t *s, ms_write_req_t *r) {
 }
 
 static void maybe_shutdown(ms_stream_t *s);
+static void complete_early(void *arg);
+static void maybe_finish(ms_stream_t *s);
 
 int ms_stream_write(ms_stream_t *s, const ms_buf_t *bufs, unsigned nbufs,
                     ms_write_cb cb, void *arg) {
@@ -152,16 +154,34 @@ int ms_stream_write(ms_stream_t *s, const ms_buf_t *bufs, unsigned nbufs,
   s->queued += size;
   s->pending++;
   if (s->queued >= s->high_water) s->above_high_water = true;
+  r->in_submit = true;
   int rc = s->ops->write(s, r, bufs, nbufs);
+  r->in_submit = false;
   if (rc != 0) {
     s->queued -= size;
     s->pending--;
     req_put(s, r);
+    return rc;
   }
-  return rc;
+  /* Completed inside ops->write(): the callback must still come later, or
+   * it could run inside the caller's frame and overtake earlier writes. */
+  if (r->early && ms__defer(s->ms, complete_early, r) != 0)
+    complete_early(r);
+  return 0;
+}
+
+static void complete_early(void *arg) {
+  ms_write_req_t *r = arg;
+  r->early = false;
+  ms_write_req_done(r, r->early_status);
 }
 
 void ms_write_req_done(ms_write_req_t *r, int status) {
+  if (r->in_submit) {
+    r->early = true;
+    r->early_status = status;
+    return;
+  }
   ms_stream_t *s = r->s;
   ms_write_cb cb = r->cb;
   void *arg = r->arg;
@@ -174,6 +194,7 @@ void ms_write_req_done(ms_write_req_t *r, int status) {
     if (s->drain_cb && !s->closing) s->drain_cb(s, s->drain_arg);
   }
   maybe_shutdown(s);
+  maybe_finish(s);
 }
 
 /* ---- reads ----------------------------------------------------------- */
@@ -252,6 +273,20 @@ static void finish_close(void *arg) {
   ms__live_dec(ms);
 }
 
+/* Free once the implementation is done and no write completion is still
+ * owed to the user (a deferred early completion holds the stream). */
+static void maybe_finish(ms_stream_t *s) {
+  if (!s->impl_closed || s->in_close || s->pending != 0 || s->finishing) return;
+  s->finishing = true;
+  finish_close(s);
+}
+
+static void finish_deferred(void *arg) {
+  ms_stream_t *s = arg;
+  s->in_close = false;
+  maybe_finish(s);
+}
+
 void ms_stream_close(ms_stream_t *s, ms_close_cb cb, void *arg) {
   if (s == NULL || s->closing) return;
   s->closing = true;
@@ -260,15 +295,17 @@ void ms_stream_close(ms_stream_t *s, ms_close_cb cb, void *arg) {
   s->close_arg = arg;
   s->in_close = true;
   s->ops->close(s);
-  s->in_close = false;
   /* The implementation finished synchronously: still never call back from
-   * inside ms_stream_close(). */
-  if (s->impl_closed && ms__defer(s->ms, finish_close, s) != 0) finish_close(s);
+   * inside ms_stream_close(). in_close stays set until the deferred turn. */
+  if (s->impl_closed) {
+    if (ms__defer(s->ms, finish_deferred, s) != 0) finish_deferred(s);
+    return;
+  }
+  s->in_close = false;
 }
 
 void ms_stream_closed(ms_stream_t *s) {
   if (s->impl_closed) return;
   s->impl_closed = true;
-  if (s->in_close) return; /* ms_stream_close() defers */
-  finish_close(s);
+  maybe_finish(s);
 }
