@@ -39,7 +39,13 @@ let package = Package(
             name: "MultiServerCLI",
             dependencies: ["CMultiServer"],
             path: "Sources/MultiServerCLI",
-            cSettings: [.define("_GNU_SOURCE")]
+            cSettings: [
+                .define("_GNU_SOURCE"),
+                // The shs1-test subcommand drives the handshake core directly
+                // (shs_core.h is private to CMultiServer), as the Makefile's
+                // -ISources/CMultiServer does.
+                .headerSearchPath("../CMultiServer"),
+            ]
         ),
         .testTarget(
             name: "MultiServerTests",

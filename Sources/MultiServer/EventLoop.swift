@@ -1,6 +1,6 @@
 internal import CMultiServer
 import Dispatch
-import Synchronization
+
 
 #if canImport(Glibc)
 import Glibc
@@ -18,7 +18,7 @@ import Darwin
 // Swift side posts closures through it (EventLoop.execute), boxed with
 // Unmanaged and released inside the trampoline. Callbacks from C arrive on the
 // loop thread; state they share with callers is either confined to the loop
-// thread (classes marked "loop-confined" below) or guarded by a Mutex.
+// thread (classes marked "loop-confined" below) or guarded by a lock (`Locked`).
 
 /// A closure queued with ms_call.
 private final class LoopCall {
@@ -46,7 +46,7 @@ private final class SyncSlot<T>: @unchecked Sendable {
 /// The C multiserver and the thread that runs its loop.
 ///
 /// `@unchecked Sendable`: the stored properties are immutable after `init`,
-/// except `registry` (loop-confined, see `Registry`) and the two Mutexes. The
+/// except `registry` (loop-confined, see `Registry`) and the `Locked` values. The
 /// `ms` pointer is passed from other threads only to ms_call (thread-safe);
 /// every other use happens on the loop thread, or in ms_thread_join and
 /// ms_delete after the loop-side shutdown has closed everything.
@@ -58,12 +58,12 @@ final class EventLoop: @unchecked Sendable {
     private let authorizer: Authorizer?
 
     private enum Phase { case running, stopped }
-    private let phase = Mutex<Phase>(.running)
+    private let phase = Locked<Phase>(.running)
 
     private enum Shutdown { case idle, inProgress([@Sendable () -> Void]), done }
-    private let shutdownState = Mutex<Shutdown>(.idle)
+    private let shutdownState = Locked<Shutdown>(.idle)
     /// What ms_delete returned (0 when the C core had nothing left alive).
-    let deleteStatus = Mutex<Int32?>(nil)
+    let deleteStatus = Locked<Int32?>(nil)
 
     init(keys: KeyPair?, appKey: AppKey, handshakeTimeoutMs: UInt32, connectTimeoutMs: UInt32,
          allowRemoteNoauth: Bool,
@@ -266,10 +266,10 @@ final class Registry: @unchecked Sendable {
 /// The Swift authorize closure behind ms_options_t.authorize.
 ///
 /// `@unchecked Sendable`: `decide` is immutable and Sendable; `loop` is
-/// guarded by its Mutex.
+/// guarded by its lock.
 final class Authorizer: @unchecked Sendable {
     let decide: @Sendable ([UInt8]) async -> Bool
-    private let loop = Mutex<EventLoop?>(nil)
+    private let loop = Locked<EventLoop?>(nil)
 
     init(_ decide: @escaping @Sendable ([UInt8]) async -> Bool) { self.decide = decide }
 

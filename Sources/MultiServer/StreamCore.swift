@@ -1,5 +1,5 @@
 internal import CMultiServer
-import Synchronization
+
 
 /// Who receives a stream's incoming bytes.
 enum StreamReader {
@@ -263,7 +263,7 @@ final class ChunkQueue: Sendable {
         var waiter: CheckedContinuation<[UInt8]?, any Error>?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let core: StreamCore
 
     init(core: StreamCore) { self.core = core }

@@ -1,4 +1,4 @@
-import Synchronization
+
 import Testing
 @testable import MultiServer
 
@@ -10,7 +10,7 @@ import Darwin
 
 /// A one-shot signal that tasks can wait for.
 final class Signal: Sendable {
-    private let state = Mutex<(fired: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private let state = Locked<(fired: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     func fire() {
         let waiters = state.withLock { s in
@@ -38,7 +38,7 @@ final class Signal: Sendable {
 
 /// A value collected from callbacks.
 final class Collected<T: Sendable>: Sendable {
-    private let values = Mutex<[T]>([])
+    private let values = Locked<[T]>([])
     func append(_ v: T) { values.withLock { $0.append(v) } }
     var all: [T] { values.withLock { $0 } }
 }
@@ -70,9 +70,9 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
 /// A fresh private directory under /tmp (short enough for unix socket paths).
 func makeTempDir() -> String {
     var template = Array("/tmp/mstest-XXXXXX".utf8CString)
-    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress) }
+    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
     precondition(made != nil, "mkdtemp failed")
-    return String(cString: template)
+    return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 func removeTree(_ path: String) {
