@@ -124,6 +124,13 @@ void ms__uvstream_discard(ms_uvstream_t *u);
 /* Wrap the (initialised, connected) handle into a new stream. */
 ms_stream_t *ms__uvstream_start(ms_uvstream_t *u, ms_t *ms,
                                 const char *address);
+/* Accept one pending connection of a listening TCP (tcp = true) or pipe
+ * handle into a new stream; name() tunes the accepted handle and formats
+ * the stream's address. Returns 0 with *out, or an error (nothing leaks). */
+typedef int (*ms_uv_name_fn)(ms_uvstream_t *u, char *buf, size_t len,
+                             void *arg);
+int ms__uvstream_accept(ms_t *ms, uv_stream_t *server, bool tcp,
+                        ms_uv_name_fn name, void *arg, ms_stream_t **out);
 
 /* multiserver.c */
 /* Run fn(arg) on a later turn of the loop. Loop thread only. Unlike a

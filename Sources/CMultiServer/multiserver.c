@@ -126,6 +126,8 @@ static int setup(ms_t *ms, const ms_options_t *opts) {
 }
 
 static void wipe_free(ms_t *ms) {
+  /* The slab last held decrypted bytes (box-stream opens in place). */
+  if (ms->slab) sodium_memzero(ms->slab, MS_READ_SLAB);
   free(ms->slab);
   sodium_memzero(ms, sizeof(*ms));
   free(ms);

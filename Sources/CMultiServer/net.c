@@ -105,30 +105,19 @@ static void on_listener_closed(uv_handle_t *h) {
   if (pl) ms_plisten_closed(pl);
 }
 
+static int accepted_name(ms_uvstream_t *u, char *buf, size_t len, void *arg) {
+  (void)arg;
+  tune(ms__uvstream_tcp(u));
+  return tcp_name(ms__uvstream_tcp(u), true, buf, len);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   net_listener_t *l = server->data;
-  ms_t *ms = ms_plisten_ms(l->pl);
-  char addr[128];
-  if (status < 0) {
-    ms_plisten_error(l->pl, status, "net: accept failed");
-    return;
-  }
-  ms_uvstream_t *u = ms__uvstream_alloc();
-  if (u == NULL) {
-    ms_plisten_error(l->pl, MS_ENOMEM, "net: out of memory accepting");
-    return;
-  }
-  int rc = uv_tcp_init(ms_loop(ms), ms__uvstream_tcp(u));
-  if (rc == 0) rc = uv_accept(server, (uv_stream_t *)ms__uvstream_tcp(u));
-  if (rc == 0) rc = tcp_name(ms__uvstream_tcp(u), true, addr, sizeof addr);
   ms_stream_t *s = NULL;
-  if (rc == 0) {
-    tune(ms__uvstream_tcp(u));
-    s = ms__uvstream_start(u, ms, addr);
-    if (s == NULL) rc = MS_ENOMEM;
-  }
+  int rc = status < 0 ? status
+                      : ms__uvstream_accept(ms_plisten_ms(l->pl), server, true,
+                                            accepted_name, NULL, &s);
   if (rc != 0) {
-    ms__uvstream_discard(u);
     ms_plisten_error(l->pl, rc, "net: accept failed");
     return;
   }

@@ -84,29 +84,20 @@ static void on_listener_closed(uv_handle_t *h) {
   if (pl) ms_plisten_closed(pl);
 }
 
+static int accepted_name(ms_uvstream_t *u, char *buf, size_t len, void *arg) {
+  (void)u;
+  unix_listener_t *l = arg;
+  unix_format(l->path, buf, len);
+  return 0;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   unix_listener_t *l = server->data;
-  ms_t *ms = ms_plisten_ms(l->pl);
-  if (status < 0) {
-    ms_plisten_error(l->pl, status, "unix: accept failed");
-    return;
-  }
-  ms_uvstream_t *u = ms__uvstream_alloc();
-  if (u == NULL) {
-    ms_plisten_error(l->pl, MS_ENOMEM, "unix: out of memory accepting");
-    return;
-  }
-  int rc = uv_pipe_init(ms_loop(ms), ms__uvstream_pipe(u), 0);
-  if (rc == 0) rc = uv_accept(server, (uv_stream_t *)ms__uvstream_pipe(u));
   ms_stream_t *s = NULL;
-  if (rc == 0) {
-    char addr[2 * UNIX_PATH_MAX + 8];
-    unix_format(l->path, addr, sizeof addr);
-    s = ms__uvstream_start(u, ms, addr);
-    if (s == NULL) rc = MS_ENOMEM;
-  }
+  int rc = status < 0 ? status
+                      : ms__uvstream_accept(ms_plisten_ms(l->pl), server, false,
+                                            accepted_name, l, &s);
   if (rc != 0) {
-    ms__uvstream_discard(u);
     ms_plisten_error(l->pl, rc, "unix: accept failed");
     return;
   }

@@ -144,3 +144,22 @@ ms_stream_t *ms__uvstream_start(ms_uvstream_t *u, ms_t *ms,
   u->h.handle.data = u;
   return s;
 }
+
+int ms__uvstream_accept(ms_t *ms, uv_stream_t *server, bool tcp,
+                        ms_uv_name_fn name, void *arg, ms_stream_t **out) {
+  char addr[256];
+  ms_uvstream_t *u = ms__uvstream_alloc();
+  if (u == NULL) return MS_ENOMEM;
+  int rc = tcp ? uv_tcp_init(ms_loop(ms), &u->h.tcp)
+               : uv_pipe_init(ms_loop(ms), &u->h.pipe, 0);
+  if (rc != 0) {
+    free(u);
+    return rc;
+  }
+  u->h.handle.data = u;
+  rc = uv_accept(server, &u->h.stream);
+  if (rc == 0) rc = name(u, addr, sizeof addr, arg);
+  if (rc == 0 && (*out = ms__uvstream_start(u, ms, addr)) == NULL) rc = MS_ENOMEM;
+  if (rc != 0) ms__uvstream_discard(u);
+  return rc;
+}

@@ -70,6 +70,7 @@ int cli_connect(int argc, char **argv) {
   cli_stdin_stop();
   rc = ms_delete(ms);
   if (rc != 0) cli_err("shutdown: %s", ms_strerror(rc));
+  ms_keypair_wipe(&o.keys);
   fflush(stdout);
   return exit_code;
 }

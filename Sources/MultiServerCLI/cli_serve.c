@@ -228,5 +228,6 @@ int cli_serve(int argc, char **argv) {
   cli_stdin_stop();
   rc = ms_delete(sv.ms);
   if (rc != 0) cli_err("shutdown: %s", ms_strerror(rc));
+  ms_keypair_wipe(&o.keys);
   return sv.exit_code;
 }

@@ -158,6 +158,15 @@ def test_keys_and_authorize(tmp):
     check("MS_EUNAUTHORIZED" in err, f"refusal logged: {err!r}")
 
 
+def test_sink(tmp):
+    s = Server("--sink", "net:127.0.0.1:0", f"unix:{os.path.join(tmp, 'sink.sock')}~shs")
+    for a in alternatives(s.address):
+        r = connect(a, os.urandom(1 << 20))
+        check(r.returncode == 0 and r.stdout == b"", f"--sink over {a} reads all, answers nothing: {r.stderr!r}")
+    rc, _, err = s.stop()
+    check(rc == 0 and err.count("connection ") == 2, f"sink server logs and exits 0: {rc} {err!r}")
+
+
 def test_bridge(tmp):
     s = Server("net:127.0.0.1:0~shs")
     c = subprocess.Popen([MS, "connect", s.address], stdin=subprocess.PIPE,
@@ -178,7 +187,7 @@ def test_bridge(tmp):
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for t in [test_address, test_three_stacks_echo, test_concurrent, test_errors,
-                  test_keys_and_authorize, test_bridge]:
+                  test_keys_and_authorize, test_sink, test_bridge]:
             try:
                 t(tmp) if t.__code__.co_argcount else t()
             except Exception as e:  # a crash or timeout in a test is a failure

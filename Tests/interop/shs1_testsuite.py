@@ -63,6 +63,20 @@ class Fail(Exception):
 
 
 class Test:
+    # The executable's stderr (its reasons for refusing bad input) is kept
+    # per test and shown only when that test fails.
+    def stderr_file(self):
+        import tempfile
+        self._err = tempfile.TemporaryFile()
+        return self._err
+
+    def stderr_text(self):
+        err = getattr(self, "_err", None)
+        if err is None:
+            return ""
+        err.seek(0)
+        return err.read().decode(errors="replace")
+
     def __init__(self, seed, role, index, fault):
         self.rng = random.Random("%s/%s/%d" % (seed, role, index))
         self.role, self.index, self.fault = role, index, fault
@@ -146,7 +160,8 @@ async def run_server_test(binary, t):
     k, bp = t.k, t.server_pk
     proc = await asyncio.create_subprocess_exec(
         binary, "shs1-test", "server", k.hex(), t.server_sk.hex(), bp.hex(),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=t.stderr_file())
     t.proc = proc
     a, ap = t.eph_sk, t.eph_pk
     if t.fault == "msg1_random":
@@ -211,7 +226,8 @@ async def run_client_test(binary, t):
     k, bp, b_sk = t.k, t.server_pk, t.server_sk
     proc = await asyncio.create_subprocess_exec(
         binary, "shs1-test", "client", k.hex(), bp.hex(),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=t.stderr_file())
     t.proc = proc
     b, b_eph = t.eph_sk, t.eph_pk
     msg1 = await read_exact(proc, 64, "msg1")
@@ -307,6 +323,7 @@ async def main_async(binary, seed):
         if err is not None:
             failed += 1
             print("FAIL %s\n  reason: %s" % (t.describe(), err))
+            print("  its stderr: %r" % t.stderr_text())
     return len(tests) - failed, failed
 
 
