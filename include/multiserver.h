@@ -96,8 +96,10 @@ typedef struct ms_addr_s ms_addr_t;
 
 /* Parse error detail. */
 typedef struct {
-  size_t offset;      /* byte offset in the input where the problem is */
-  int alternative;    /* 0-based index of the ;-alternative, -1 if n/a */
+  size_t offset;      /* byte offset in the input where the problem is
+                         (MS_ADDR_MAX_LEN for an over-long input) */
+  int alternative;    /* 0-based index of the ;-alternative; -1 for errors
+                         of the whole input (empty, too long) */
   int section;        /* 0-based index of the ~-section, -1 if n/a */
   char message[160];  /* e.g. "empty section", "protocol name must start …" */
 } ms_addr_error_t;
@@ -107,9 +109,11 @@ typedef struct {
 #define MS_ADDR_MAX_SECTIONS 16 /* ~-sections in one stack */
 #define MS_ADDR_MAX_FIELDS 32   /* :-fields in one section */
 
-/* Grammar only (spec/address.md). err may be NULL. Returns 0 or MS_EADDRESS. */
-MS_EXTERN int ms_addr_parse(const char *str, size_t len, ms_addr_t **out,
-                            ms_addr_error_t *err);
+/* Grammar only (spec/address.md); reads exactly len bytes (no NUL needed).
+ * err may be NULL. Returns 0, MS_EADDRESS (err says what and where),
+ * MS_ENOMEM, or MS_EINVAL for NULL arguments. */
+MS_EXTERN MS_WUR int ms_addr_parse(const char *str, size_t len,
+                                   ms_addr_t **out, ms_addr_error_t *err);
 MS_EXTERN void ms_addr_free(ms_addr_t *addr);
 /* Canonical printed form into buf (NUL-terminated). Returns the length it
  * needs (excluding NUL), like snprintf; the output is truncated if larger
@@ -118,6 +122,7 @@ MS_EXTERN size_t ms_addr_print(const ms_addr_t *addr, char *buf, size_t size);
 /* Canonical form as a malloc'd string (free with ms_free), NULL on ENOMEM. */
 MS_EXTERN char *ms_addr_to_string(const ms_addr_t *addr);
 
+/* Accessors. An index out of range gives 0 or NULL (and *len = 0). */
 MS_EXTERN size_t ms_addr_alternatives(const ms_addr_t *addr);
 MS_EXTERN size_t ms_addr_sections(const ms_addr_t *addr, size_t alt);
 /* Protocol name of a section ("net", "shs"). */
