@@ -98,6 +98,9 @@ static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status,
   if (pw->prev) pw->prev->next = pw->next; else l->chains = pw->next;
   if (pw->next) pw->next->prev = pw->prev;
   if (status == 0) {
+    /* The stream handed over is the top transform's, which need not have
+     * marked itself: ms_stream_is_server() is ours to guarantee. */
+    ms_stream_set_server(s, true);
     ms__stream_set_stack(s, pl->advertised);
     l->cb(s, l->arg);
   } else if (status != MS_ECANCELED && l->ecb) {
