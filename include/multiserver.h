@@ -142,7 +142,9 @@ typedef struct {
   const size_t *field_lens;
 } ms_section_t;
 
-/* Escape one field for printing (! before ! : ; ~). Returns needed length. */
+/* Escape one field for printing (! before ! : ; ~). snprintf semantics:
+ * returns the length needed (excluding the NUL), writes at most size bytes
+ * NUL included; buf may be NULL with size 0 to measure. */
 MS_EXTERN size_t ms_addr_escape(const char *in, size_t len, char *buf,
                                 size_t size);
 
@@ -209,10 +211,14 @@ typedef struct {
 typedef void (*ms_write_cb)(ms_stream_t *s, int status, void *arg);
 /* Incoming bytes: status 0 with data valid only during the call; MS_EOF once
  * the remote has finished writing (clean end); another negative code on
- * error (after which no more reads arrive). */
+ * error (after which no more reads arrive). The bytes belong to the library
+ * (a read slab shared by the loop): copy what you keep. Transforms, which
+ * read their lower stream through this callback, may modify them in place
+ * (see ms_stream_emit_read in multiserver_plugin.h). */
 typedef void (*ms_read_cb)(ms_stream_t *s, int status, const uint8_t *data,
                            size_t len, void *arg);
 typedef void (*ms_close_cb)(ms_stream_t *s, void *arg);
+/* Shutdown outcome; never called from inside ms_stream_shutdown(). */
 typedef void (*ms_shutdown_cb)(ms_stream_t *s, int status, void *arg);
 typedef void (*ms_drain_cb)(ms_stream_t *s, void *arg);
 
@@ -268,7 +274,8 @@ typedef struct ms_authorize_s ms_authorize_t;
 typedef void (*ms_authorize_fn)(const uint8_t remote_key[MS_PUBLICKEYBYTES],
                                 ms_authorize_t *req, void *arg);
 /* accept=false hangs up without msg4; value is attached to the stream
- * (ms_stream_auth) on accept. */
+ * (ms_stream_auth) on accept and handed to authorize_free when done with.
+ * Answering after the handshake failed or timed out is harmless. */
 MS_EXTERN void ms_authorize_done(ms_authorize_t *req, bool accept,
                                  void *value);
 
@@ -284,6 +291,11 @@ typedef struct {
   /* Server-side authorize hook; NULL accepts everyone. */
   ms_authorize_fn authorize;
   void *authorize_arg;
+  /* Called exactly once, on the loop, for every non-NULL value accepted with
+   * ms_authorize_done(): after the close callback of the stream carrying it,
+   * or as soon as the library drops it (the handshake failed or was canceled
+   * first, or answered too late). May be NULL. */
+  void (*authorize_free)(void *value, void *authorize_arg);
   /* Permit noauth on stacks that leave the device (anything but unix or a
    * loopback net address). Off by default: noauth gives no confidentiality
    * and no authentication. */

@@ -49,6 +49,11 @@ MS_EXTERN ms_stream_t *ms_stream_new(ms_t *ms, const ms_stream_ops_t *ops,
                                      void *impl, const char *address);
 MS_EXTERN void *ms_stream_impl(const ms_stream_t *s);
 MS_EXTERN ms_t *ms_stream_ms(const ms_stream_t *s);
+/* Metadata. Addresses are printed (escaped) text: a transport's stream is
+ * its own section for the peer (net: the remote IP and port), a transform
+ * appends "~" and its section. pk NULL clears the remote key. A transform's
+ * new stream inherits the remote key, the authorize value and the server
+ * flag of the stream below unless it sets its own. */
 MS_EXTERN int ms_stream_set_address(ms_stream_t *s, const char *address);
 MS_EXTERN void ms_stream_set_remote_key(ms_stream_t *s,
                                         const uint8_t pk[MS_PUBLICKEYBYTES]);
@@ -59,9 +64,13 @@ MS_EXTERN bool ms_stream_is_reading(const ms_stream_t *s);
 MS_EXTERN bool ms_stream_is_closing(const ms_stream_t *s);
 
 /* Deliver data (status 0), MS_EOF, or an error to the reader. Ignored once
- * the stream is closing. The bytes must be writable and are valid only during
- * the call: a transform above may decrypt them in place (so a reader that
- * needs them later copies them). */
+ * the stream is closing; it does not check ms_stream_is_reading(): deliver
+ * only while reading (the reader may stop inside this call). The bytes must
+ * be writable and are valid only during the call: a transform above may
+ * decrypt them in place (so a reader that needs them later copies them).
+ * Complete a write request as soon as its bytes are handed on, not when the
+ * peer reads them: a reader may stop reading (shs does after a handshake
+ * message or a goodbye) and must not stall the writer's close. */
 MS_EXTERN void ms_stream_emit_read(ms_stream_t *s, int status, uint8_t *data,
                                    size_t len);
 MS_EXTERN void ms_write_req_done(ms_write_req_t *req, int status);
@@ -99,12 +108,16 @@ typedef struct {
   bool (*is_device)(const ms_section_t *sec, void *pdata);
 
   /* Transports. listen(): start listening, set the advertised section with
-   * ms_plisten_set_address(), hand connections to ms_plisten_incoming().
-   * listen_close(): stop, then call ms_plisten_closed() (now or later). */
+   * ms_plisten_set_address(), hand connections to ms_plisten_incoming(); on
+   * failure return the error after ms_plisten_error(pl, rc, reason), whose
+   * reason then becomes ms_listen()'s. listen_close(): stop, then call
+   * ms_plisten_closed() (now or later). */
   int (*listen)(ms_plisten_t *pl, const ms_section_t *sec, void *pdata);
   void (*listen_close)(ms_plisten_t *pl);
-  /* dial(): start connecting; finish with ms_pdial_done() exactly once.
-   * dial_cancel(): make it finish soon with MS_ECANCELED. */
+  /* dial(): start connecting; finish with ms_pdial_done() exactly once,
+   * possibly from inside dial(); pd is invalid after it. A non-zero return
+   * means done never fires. dial_cancel(): make it finish soon with
+   * MS_ECANCELED. */
   int (*dial)(ms_pdial_t *pd, const ms_section_t *sec, void *pdata);
   void (*dial_cancel)(ms_pdial_t *pd);
 

@@ -88,6 +88,10 @@ struct ms_stream_s {
   bool impl_closed;
   bool in_close;
   bool finishing;
+  bool in_shutdown;  /* inside ops->shutdown() */
+  bool shut_early;   /* shutdown finished inside it: reported deferred */
+  int shut_status;
+  bool auth_owned;   /* auth came from ms_authorize_done: free it with us */
   ms_read_cb read_cb;
   void *read_arg;
   size_t queued;       /* bytes of not yet completed writes */
@@ -112,6 +116,13 @@ static inline void *ms__write_req_impl(ms_write_req_t *req) {
 
 /* stream.c */
 int ms__stream_set_stack(ms_stream_t *s, const char *stack);
+/* Attach an authorize value the stream owns (authorize_free at its end). */
+void ms__stream_own_auth(ms_stream_t *s, void *auth);
+/* A transform's new stream takes over what it did not set itself: remote
+ * key, authorize value (with its ownership) and the server flag. */
+void ms__stream_inherit(ms_stream_t *upper, ms_stream_t *lower);
+/* Hand an accepted authorize value to the user's authorize_free. */
+void ms__auth_free(ms_t *ms, void *value);
 
 /* uvstream.c: an ms_stream over a libuv stream handle (TCP or pipe). The
  * handle lives inside the container; initialise it in place, then start. */
@@ -178,6 +189,7 @@ struct ms_pwrap_s {
   int role;
   void *impl;
   ms_stream_t *handoff; /* stream passed between steps */
+  ms_stream_t *lower;   /* stream below the transform being applied */
   bool in_wrap;    /* inside proto->wrap() */
   bool sync_done;  /* ms_pwrap_done fired inside wrap() */
   int sync_status;

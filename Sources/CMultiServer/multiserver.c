@@ -27,6 +27,11 @@ void ms__reason(char *buf, size_t len, const char *fmt, ...) {
   va_end(ap);
 }
 
+void ms__auth_free(ms_t *ms, void *value) {
+  if (value && ms->opts.authorize_free)
+    ms->opts.authorize_free(value, ms->opts.authorize_arg);
+}
+
 void ms__live_inc(ms_t *ms) { ms->live++; }
 void ms__live_dec(ms_t *ms) { ms->live--; }
 

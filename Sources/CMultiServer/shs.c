@@ -33,6 +33,7 @@ struct shs_buf_s {
 
 struct ms_authorize_s {
   struct shs_conn_s *conn; /* NULL once the handshake has gone away */
+  ms_t *ms;                /* for authorize_free of a late value */
 };
 
 typedef struct shs_conn_s {
@@ -78,6 +79,9 @@ static int b64_key(const uint8_t key[32], char out[SHS_B64_LEN]) {
 /* ---- lifetime ---------------------------------------------------------- */
 
 static void conn_free(shs_conn_t *c) {
+  /* An accepted value that never reached a stream (the handshake failed
+   * after the hook said yes) still goes back to its owner. */
+  if (c->auth_value) ms__auth_free(c->ms, c->auth_value);
   ms_shs_wipe(&c->hs);
   ms_box_wipe(&c->enc);
   ms_unbox_free(&c->dec);
@@ -368,7 +372,8 @@ static void established(shs_conn_t *c) {
   ms_stream_set_remote_key(up, o.remote_pk);
   sodium_memzero(&o, sizeof o);
   ms_stream_set_server(up, c->role == MS_ROLE_SERVER);
-  ms_stream_set_auth(up, c->auth_value);
+  ms__stream_own_auth(up, c->auth_value);
+  c->auth_value = NULL; /* the stream owns it now */
   c->upper = up;
   c->phase = PH_OPEN;
   stop_timer(c);
@@ -396,8 +401,12 @@ static void server_accept(shs_conn_t *c) {
 void ms_authorize_done(ms_authorize_t *req, bool accept, void *value) {
   if (req == NULL) return;
   shs_conn_t *c = req->conn;
+  ms_t *ms = req->ms;
   free(req);
-  if (c == NULL) return; /* the handshake already failed or was canceled */
+  if (c == NULL) { /* the handshake already failed or was canceled */
+    if (accept) ms__auth_free(ms, value);
+    return;
+  }
   c->auth_req = NULL;
   if (!accept) {
     fail(c, MS_EUNAUTHORIZED, "client key not authorized");
@@ -421,6 +430,7 @@ static void authorize(shs_conn_t *c) {
     return;
   }
   req->conn = c;
+  req->ms = c->ms;
   c->auth_req = req;
   c->phase = PH_AUTHORIZING;
   ms_stream_read_stop(c->lower); /* nothing more until we answer */

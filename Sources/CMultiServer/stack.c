@@ -97,6 +97,7 @@ static void chain_step(ms_pwrap_t *pw, ms_stream_t *s) {
     pw->sync_done = false;
     pw->sync_status = 0;
     pw->in_wrap = true;
+    pw->lower = s;
     int rc = e->proto->wrap(pw, s, &pw->stack->secs[pw->idx], pw->role, e->pdata);
     pw->in_wrap = false;
     if (rc != 0) {
@@ -119,6 +120,7 @@ static void chain_step(ms_pwrap_t *pw, ms_stream_t *s) {
 void ms_pwrap_done(ms_pwrap_t *pw, int status, ms_stream_t *s,
                    const char *reason) {
   if (status == 0 && s == NULL) status = MS_EINVAL;
+  if (status == 0) ms__stream_inherit(s, pw->lower);
   if (pw->in_wrap) {
     pw->sync_done = true;
     if (status != 0) { /* chain_step finishes after wrap() returns */

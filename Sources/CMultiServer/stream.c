@@ -72,7 +72,30 @@ void ms_stream_set_remote_key(ms_stream_t *s,
   s->has_remote_key = true;
 }
 
-void ms_stream_set_auth(ms_stream_t *s, void *auth) { s->auth = auth; }
+void ms_stream_set_auth(ms_stream_t *s, void *auth) {
+  if (s->auth_owned && s->auth != auth) {
+    ms__auth_free(s->ms, s->auth);
+    s->auth_owned = false;
+  }
+  s->auth = auth;
+}
+
+void ms__stream_own_auth(ms_stream_t *s, void *auth) {
+  ms_stream_set_auth(s, auth);
+  s->auth_owned = auth != NULL;
+}
+
+void ms__stream_inherit(ms_stream_t *upper, ms_stream_t *lower) {
+  if (upper == lower) return;
+  if (!upper->has_remote_key && lower->has_remote_key)
+    ms_stream_set_remote_key(upper, lower->remote_key);
+  if (upper->auth == NULL && lower->auth != NULL) {
+    upper->auth = lower->auth;
+    upper->auth_owned = lower->auth_owned;
+    lower->auth_owned = false;
+  }
+  if (lower->is_server) upper->is_server = true;
+}
 void ms_stream_set_server(ms_stream_t *s, bool v) { s->is_server = v; }
 bool ms_stream_is_reading(const ms_stream_t *s) { return s->reading; }
 bool ms_stream_is_closing(const ms_stream_t *s) { return s->closing; }
@@ -227,11 +250,30 @@ void ms_stream_emit_read(ms_stream_t *s, int status, uint8_t *data,
 
 /* ---- shutdown -------------------------------------------------------- */
 
+static void shutdown_early(void *arg) {
+  ms_stream_t *s = arg;
+  s->shut_early = false;
+  s->pending--; /* the hold taken in maybe_shutdown */
+  ms_stream_shutdown_done(s, s->shut_status);
+  maybe_finish(s);
+}
+
 static void maybe_shutdown(ms_stream_t *s) {
   if (s->shut_state != MS_SHUT_WAIT || s->pending != 0 || s->closing) return;
   s->shut_state = MS_SHUT_RUNNING;
+  s->in_shutdown = true;
   int rc = s->ops->shutdown(s);
-  if (rc != 0) ms_stream_shutdown_done(s, rc);
+  s->in_shutdown = false;
+  if (rc != 0) {
+    s->shut_early = true;
+    s->shut_status = rc;
+  }
+  if (s->shut_early) {
+    /* Never report from inside the caller's ms_stream_shutdown (or write
+     * completion): defer, holding the stream open until then. */
+    s->pending++;
+    if (ms__defer(s->ms, shutdown_early, s) != 0) shutdown_early(s);
+  }
 }
 
 int ms_stream_shutdown(ms_stream_t *s, ms_shutdown_cb cb, void *arg) {
@@ -246,6 +288,11 @@ int ms_stream_shutdown(ms_stream_t *s, ms_shutdown_cb cb, void *arg) {
 }
 
 void ms_stream_shutdown_done(ms_stream_t *s, int status) {
+  if (s->in_shutdown) {
+    s->shut_early = true;
+    s->shut_status = status;
+    return;
+  }
   if (s->shut_state == MS_SHUT_DONE) return;
   s->shut_state = MS_SHUT_DONE;
   ms_shutdown_cb cb = s->shut_cb;
@@ -261,6 +308,7 @@ static void finish_close(void *arg) {
   if (s->shut_state == MS_SHUT_WAIT || s->shut_state == MS_SHUT_RUNNING)
     ms_stream_shutdown_done(s, MS_ECANCELED);
   if (s->close_cb) s->close_cb(s, s->close_arg);
+  if (s->auth_owned) ms__auth_free(ms, s->auth);
   while (s->free_reqs) {
     ms_write_req_t *r = s->free_reqs;
     s->free_reqs = r->next;

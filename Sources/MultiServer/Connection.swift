@@ -29,6 +29,24 @@ public final class Connection: Sendable {
     /// The remote identity, `"@<base64>.ed25519"`, when known.
     public var remoteID: String? { core.remoteKey.map(KeyPair.id(of:)) }
 
+    /// What the server's authorize hook attached when it accepted this
+    /// connection: the value of the `Authorization.accept(value)` that the
+    /// `authorization:` closure of
+    /// ``MultiServer/init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorization:)``
+    /// answered.
+    ///
+    /// Nil on outgoing (client-side) connections, on stacks without `shs`,
+    /// when the multiserver has no hook or a `Bool` one
+    /// (``MultiServer/init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorize:)``),
+    /// and once the connection is closed: the multiserver holds the value
+    /// from the handshake until the connection is closed (by ``close()`` or
+    /// ``MultiServer/shutdown()``), then releases it. Cast it back to its type:
+    ///
+    ///     if let peer = connection.authorization as? Peer { … }
+    ///
+    /// The corresponding C function is `ms_stream_auth`.
+    public var authorization: (any Sendable)? { core.authorization }
+
     /// True for connections accepted by a listener.
     /// The corresponding C function is `ms_stream_is_server`.
     public var isServer: Bool { core.isServer }

@@ -67,7 +67,7 @@ final class EventLoop: @unchecked Sendable {
 
     init(keys: KeyPair?, appKey: AppKey, handshakeTimeoutMs: UInt32, connectTimeoutMs: UInt32,
          allowRemoteNoauth: Bool,
-         authorize: (@Sendable ([UInt8]) async -> Bool)?) throws(MultiServerError) {
+         authorize: AuthorizeHook?) throws(MultiServerError) {
         let authorizer = authorize.map(Authorizer.init)
         var opts = ms_options_t()
         ms_options_init(&opts)
@@ -209,6 +209,9 @@ final class EventLoop: @unchecked Sendable {
             assertionFailure("ms_delete: \(MultiServerError(rawValue: rc))")
         }
         authorizer?.detach()
+        // The loop thread is joined (which orders its accesses before ours):
+        // the C core calls back no more, so values it dropped can go.
+        registry.releaseUnclaimedAuthorizations()
         let waiters: [@Sendable () -> Void] = shutdownState.withLock { state in
             guard case .inProgress(let waiters) = state else { return [] }
             state = .done
@@ -230,6 +233,10 @@ final class Registry: @unchecked Sendable {
     var listeners: [ObjectIdentifier: ListenerCore] = [:]
     var connects: [ObjectIdentifier: ConnectCore] = [:]
     var authorizations: [ObjectIdentifier: AuthorizeRequest] = [:]
+    /// Accepted authorization values handed to the C core (the `value` of
+    /// ms_authorize_done), each an `AuthorizationBox` retained once, that no
+    /// stream has claimed yet. See `retainAuthorization(_:)`.
+    private var unclaimedAuthorizations: Set<UnsafeMutableRawPointer> = []
     private var drained: (() -> Void)?
 
     func add(_ s: StreamCore) { streams[ObjectIdentifier(s)] = s }
@@ -240,12 +247,52 @@ final class Registry: @unchecked Sendable {
     func remove(_ l: ListenerCore) { listeners[ObjectIdentifier(l)] = nil; checkDrained() }
     func remove(_ c: ConnectCore) { connects[ObjectIdentifier(c)] = nil; checkDrained() }
 
+    // MARK: authorization values
+    //
+    // A value accepted by the authorize hook travels through the C core as a
+    // retained `AuthorizationBox` (ms_authorize_done's `void *value`, read back
+    // with ms_stream_auth). The C core only stores the pointer and never tells
+    // when it drops it, so the reference is owned here until a stream claims it:
+    //  - the stream handed over to Swift (StreamCore.init) claims it and
+    //    releases it in its close callback;
+    //  - a value the C core dropped (the handshake failed after the hook
+    //    accepted, the hook answered after the handshake timed out, the chain
+    //    was canceled) is never claimed: it is released at shutdown, once the
+    //    loop thread has been joined and nothing can hand it over any more.
+    // Each box is thus released exactly once. The pointer stays unique while
+    // the box is retained, so a claim can never match another value.
+
+    /// Retains value in a box for ms_authorize_done; unclaimed until a stream claims it.
+    func retainAuthorization(_ value: any Sendable) -> UnsafeMutableRawPointer {
+        let pointer = Unmanaged.passRetained(AuthorizationBox(value)).toOpaque()
+        unclaimedAuthorizations.insert(pointer)
+        return pointer
+    }
+
+    /// The box behind ms_stream_auth(stream), taking over its reference; nil
+    /// for a pointer that is not an unclaimed box of this multiserver.
+    func claimAuthorization(_ pointer: UnsafeMutableRawPointer) -> AuthorizationBox? {
+        guard unclaimedAuthorizations.remove(pointer) != nil else { return nil }
+        return Unmanaged<AuthorizationBox>.fromOpaque(pointer).takeRetainedValue()
+    }
+
+    /// Boxes the C core holds (or dropped) and no stream claimed.
+    var unclaimedAuthorizationCount: Int { unclaimedAuthorizations.count }
+
+    /// Releases every unclaimed box. Only once the C core can no longer hand
+    /// a stream over (after the loop thread was joined).
+    func releaseUnclaimedAuthorizations() {
+        let leftovers = unclaimedAuthorizations
+        unclaimedAuthorizations = []
+        for pointer in leftovers { Unmanaged<AuthorizationBox>.fromOpaque(pointer).release() }
+    }
+
     /// Closes or cancels everything, then calls then() (on the loop thread)
     /// once every close/connect callback has fired.
     func closeAll(then: @escaping () -> Void) {
         accepting = false
         drained = then
-        for request in authorizations.values { request.answerOnLoop(false) }
+        for request in authorizations.values { request.answerOnLoop(.refuse, registry: self) }
         authorizations.removeAll()
         for listener in Array(listeners.values) { listener.closeOnLoop(nil) }
         for connect in Array(connects.values) { connect.cancelOnLoop() }
@@ -263,15 +310,32 @@ final class Registry: @unchecked Sendable {
 
 // MARK: - authorize hook
 
+/// What an authorize hook decided about one client.
+enum AuthorizeDecision: Sendable {
+    /// Hang up without msg4.
+    case refuse
+    /// Send msg4; a value is attached to the connection (`Connection.authorization`).
+    case accept((any Sendable)?)
+}
+
+/// The form of the public authorize closures the EventLoop runs.
+typealias AuthorizeHook = @Sendable ([UInt8]) async -> AuthorizeDecision
+
+/// A value accepted by the authorize hook, as handed to the C core.
+final class AuthorizationBox: Sendable {
+    let value: any Sendable
+    init(_ value: any Sendable) { self.value = value }
+}
+
 /// The Swift authorize closure behind ms_options_t.authorize.
 ///
 /// `@unchecked Sendable`: `decide` is immutable and Sendable; `loop` is
 /// guarded by its lock.
 final class Authorizer: @unchecked Sendable {
-    let decide: @Sendable ([UInt8]) async -> Bool
+    let decide: AuthorizeHook
     private let loop = Locked<EventLoop?>(nil)
 
-    init(_ decide: @escaping @Sendable ([UInt8]) async -> Bool) { self.decide = decide }
+    init(_ decide: @escaping AuthorizeHook) { self.decide = decide }
 
     func attach(_ loop: EventLoop) { self.loop.withLock { $0 = loop } }
     /// Breaks the EventLoop ↔ Authorizer cycle after ms_delete.
@@ -288,11 +352,12 @@ final class Authorizer: @unchecked Sendable {
         loop.registry.authorizations[id] = request
         let decide = self.decide
         Task {
-            let accept = await decide(remoteKey)
+            let decision = await decide(remoteKey)
             // Answer on the loop, unless shutdown already answered (rejected) it.
+            // If the loop is gone, the decision (and its value) is simply dropped.
             loop.execute {
                 guard let pending = loop.registry.authorizations.removeValue(forKey: id) else { return }
-                pending.answerOnLoop(accept)
+                pending.answerOnLoop(decision, registry: loop.registry)
             }
         }
     }
@@ -306,10 +371,19 @@ final class AuthorizeRequest: @unchecked Sendable {
     private var req: OpaquePointer?
     init(_ req: OpaquePointer) { self.req = req }
 
-    func answerOnLoop(_ accept: Bool) {
+    func answerOnLoop(_ decision: AuthorizeDecision, registry: Registry) {
         guard let req else { return }
         self.req = nil
-        ms_authorize_done(req, accept, nil)
+        switch decision {
+        case .refuse:
+            ms_authorize_done(req, false, nil)
+        case .accept(nil):
+            ms_authorize_done(req, true, nil)
+        case .accept(let value?):
+            // Registered before the call: on success the C core hands the
+            // stream over (and StreamCore claims the box) inside it.
+            ms_authorize_done(req, true, registry.retainAuthorization(value))
+        }
     }
 }
 

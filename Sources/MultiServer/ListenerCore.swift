@@ -43,7 +43,9 @@ final class ListenerCore: @unchecked Sendable {
 
     fileprivate func incomingOnLoop(_ stream: OpaquePointer) {
         guard !closing, loop.registry.accepting else {
-            ms_stream_close(stream, nil, nil)
+            // Through a StreamCore, so that its close callback releases the
+            // authorization value the stream may carry.
+            StreamCore(loop: loop, stream: stream).closeOnLoop(nil)
             return
         }
         onConnection(StreamCore(loop: loop, stream: stream))

@@ -36,7 +36,10 @@ public final class MultiServer: Sendable {
     ///     device (anything but `unix` or a loopback `net` address).
     ///   - authorize: server side: asked, after the secret handshake verified
     ///     a client's key, whether to accept it (nil accepts everyone). The
-    ///     handshake waits for the answer, within `handshakeTimeout`.
+    ///     handshake waits for the answer, within `handshakeTimeout`; `false`
+    ///     hangs up without the server's last message (msg4). To attach a
+    ///     value to accepted connections, use
+    ///     ``init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorization:)``.
     ///
     /// The corresponding C functions are `ms_new` and `ms_thread_start`.
     /// It stops the program only if those fail (out of memory, or no thread).
@@ -44,26 +47,103 @@ public final class MultiServer: Sendable {
                             handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
                             allowRemoteNoauth: Bool = false,
                             authorize: (@Sendable ([UInt8]) async -> Bool)? = nil) {
-        do {
-            try self.init(throwing: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
-                          connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth,
-                          authorize: authorize)
-        } catch {
-            fatalError("MultiServer: \(error)")
-        }
+        self.init(orStop: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
+                  connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth,
+                  hook: Self.hook(accepting: authorize))
+    }
+
+    /// Creates a multiserver whose `shs` listeners ask `authorization` about
+    /// each client, and attach the value it accepts with to the connection.
+    ///
+    /// After the secret handshake verified a client's key (32 bytes),
+    /// `authorization` is called with it and the handshake waits for the
+    /// answer, within `handshakeTimeout`:
+    ///  - ``Authorization/refuse`` hangs up without the server's last message
+    ///    (msg4): the client's connect fails;
+    ///  - `Authorization.accept(value)` completes the handshake, and its value
+    ///    (e.g. the peer's record or permissions) becomes the server-side
+    ///    ``Connection/authorization``, held until that connection is closed.
+    ///
+    /// ```swift
+    /// let ms = MultiServer(keys: keys, authorization: { remoteKey in
+    ///     guard let peer = await peers.lookUp(remoteKey) else { return .refuse }
+    ///     return .accept(peer)      // or: Authorization(await peers.lookUp(remoteKey))
+    /// })
+    /// let listener = try ms.listen(["net:0.0.0.0:8008~shs"]) { connection in
+    ///     let peer = connection.authorization as? Peer
+    ///     …
+    /// }
+    /// ```
+    ///
+    /// The other parameters are those of
+    /// ``init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorize:)``,
+    /// whose `Bool` hook accepts without a value.
+    /// The corresponding C functions are `ms_new`, `ms_thread_start` and
+    /// `ms_authorize_done` (the value travels as its `value`). It stops the
+    /// program only if `ms_new` or `ms_thread_start` fail.
+    public convenience init(keys: KeyPair? = nil, appKey: AppKey = .scuttlebutt,
+                            handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
+                            allowRemoteNoauth: Bool = false,
+                            authorization: @escaping @Sendable ([UInt8]) async -> Authorization) {
+        self.init(orStop: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
+                  connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth,
+                  hook: Self.hook(attaching: authorization))
     }
 
     /// Like ``init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorize:)``,
     /// but reports a failure to create the C multiserver or its thread as an error.
     /// The corresponding C functions are `ms_new` and `ms_thread_start`.
-    public init(throwing keys: KeyPair?, appKey: AppKey = .scuttlebutt,
-                handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
-                allowRemoteNoauth: Bool = false,
-                authorize: (@Sendable ([UInt8]) async -> Bool)? = nil) throws(MultiServerError) {
+    public convenience init(throwing keys: KeyPair?, appKey: AppKey = .scuttlebutt,
+                            handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
+                            allowRemoteNoauth: Bool = false,
+                            authorize: (@Sendable ([UInt8]) async -> Bool)? = nil) throws(MultiServerError) {
+        try self.init(hooked: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
+                      connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth,
+                      hook: Self.hook(accepting: authorize))
+    }
+
+    /// Like ``init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorization:)``,
+    /// but reports a failure to create the C multiserver or its thread as an error.
+    /// The corresponding C functions are `ms_new`, `ms_thread_start` and `ms_authorize_done`.
+    public convenience init(throwing keys: KeyPair?, appKey: AppKey = .scuttlebutt,
+                            handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
+                            allowRemoteNoauth: Bool = false,
+                            authorization: @escaping @Sendable ([UInt8]) async -> Authorization) throws(MultiServerError) {
+        try self.init(hooked: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
+                      connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth,
+                      hook: Self.hook(attaching: authorization))
+    }
+
+    private convenience init(orStop keys: KeyPair?, appKey: AppKey, handshakeTimeout: Duration?,
+                             connectTimeout: Duration?, allowRemoteNoauth: Bool, hook: AuthorizeHook?) {
+        do {
+            try self.init(hooked: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
+                          connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth, hook: hook)
+        } catch {
+            fatalError("MultiServer: \(error)")
+        }
+    }
+
+    private init(hooked keys: KeyPair?, appKey: AppKey, handshakeTimeout: Duration?,
+                 connectTimeout: Duration?, allowRemoteNoauth: Bool, hook: AuthorizeHook?) throws(MultiServerError) {
         loop = try EventLoop(keys: keys, appKey: appKey,
                              handshakeTimeoutMs: Self.milliseconds(handshakeTimeout),
                              connectTimeoutMs: Self.milliseconds(connectTimeout),
-                             allowRemoteNoauth: allowRemoteNoauth, authorize: authorize)
+                             allowRemoteNoauth: allowRemoteNoauth, authorize: hook)
+    }
+
+    /// The Bool form: accepts without attaching a value.
+    private static func hook(accepting authorize: (@Sendable ([UInt8]) async -> Bool)?) -> AuthorizeHook? {
+        guard let authorize else { return nil }
+        return { key in await authorize(key) ? .accept(nil) : .refuse }
+    }
+
+    /// The value form: what the closure decided, with its value.
+    private static func hook(attaching authorization: @escaping @Sendable ([UInt8]) async -> Authorization) -> AuthorizeHook {
+        return { key in
+            guard let value = await authorization(key).value else { return .refuse }
+            return .accept(value)
+        }
     }
 
     deinit {
@@ -164,6 +244,38 @@ public final class MultiServer: Sendable {
         } else {
             loop.shutdownBlocking()
         }
+    }
+}
+
+extension MultiServer {
+    /// An `shs` authorization hook's answer about one client (see
+    /// ``MultiServer/init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorization:)``):
+    /// ``refuse``, or ``accept(_:)`` with the value to attach to the connection.
+    ///
+    /// ```swift
+    /// guard let peer = await peers.lookUp(remoteKey) else { return .refuse }
+    /// return .accept(peer)
+    /// // or, the same: return Authorization(await peers.lookUp(remoteKey))
+    /// ```
+    public struct Authorization: Sendable {
+        /// The value accepted with; nil when refused.
+        public let value: (any Sendable)?
+
+        /// `.accept(value)` for a value, ``refuse`` for nil.
+        public init(_ value: (any Sendable)?) { self.value = value }
+
+        /// Refuse the client: the server hangs up without msg4.
+        public static let refuse = Authorization(nil)
+
+        /// Accept the client and attach `value` to its connection
+        /// (``Connection/authorization``) until the connection is closed.
+        public static func accept(_ value: some Sendable) -> Authorization { Authorization(value) }
+
+        /// An optional value is almost always a look-up that may have failed:
+        /// this overload only exists to flag it. It behaves as ``init(_:)``
+        /// (nil refuses); say so with `Authorization(value)`, or unwrap.
+        @available(*, deprecated, message: "accepting an optional: unwrap it, or write Authorization(value) to refuse on nil")
+        public static func accept<Value: Sendable>(_ value: Value?) -> Authorization { Authorization(value) }
     }
 }
 

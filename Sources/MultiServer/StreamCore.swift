@@ -11,7 +11,8 @@ enum StreamReader {
 /// The Swift side of one ms_stream_t.
 ///
 /// `@unchecked Sendable`: the metadata (`address`, `stack`, `remoteKey`,
-/// `isServer`) and `loop` are immutable; everything else is loop-confined,
+/// `isServer`) and `loop` are immutable; `authorizationBox` is guarded by its
+/// lock; everything else is loop-confined,
 /// read and written only on the loop thread (in closures run by
 /// `EventLoop.execute` and in the C callbacks below). `stream` is valid until
 /// the close callback and only dereferenced on the loop thread.
@@ -21,6 +22,9 @@ final class StreamCore: @unchecked Sendable {
     let stack: String?
     let remoteKey: [UInt8]?
     let isServer: Bool
+    /// The authorize hook's accepted value (see `Registry.retainAuthorization`),
+    /// held from hand-over until the close callback.
+    private let authorizationBox: Locked<AuthorizationBox?>
 
     private let stream: OpaquePointer
     private var closing = false
@@ -43,11 +47,15 @@ final class StreamCore: @unchecked Sendable {
             Array(UnsafeBufferPointer(start: $0, count: Int(MS_PUBLICKEYBYTES)))
         }
         isServer = ms_stream_is_server(stream)
+        authorizationBox = Locked(ms_stream_auth(stream).flatMap { loop.registry.claimAuthorization($0) })
         ms_stream_set_data(stream, Unmanaged.passRetained(self).toOpaque())
         loop.registry.add(self)
     }
 
     private var context: UnsafeMutableRawPointer { ms_stream_data(stream)! }
+
+    /// The value the authorize hook attached, until the stream is closed.
+    var authorization: (any Sendable)? { authorizationBox.withLock { $0?.value } }
 
     // MARK: reads (loop thread)
 
@@ -169,8 +177,20 @@ final class StreamCore: @unchecked Sendable {
         ms_stream_close(stream, streamCloseCallback, context)
     }
 
+    /// In the close callback: the C core is done with the stream (and its
+    /// ms_stream_auth pointer), so the authorization value goes now, before
+    /// close() returns; released outside the lock, as its deinit may run here.
+    private func releaseAuthorization() {
+        let box = authorizationBox.withLock { box in
+            defer { box = nil }
+            return box
+        }
+        withExtendedLifetime(box) {}
+    }
+
     fileprivate func didCloseOnLoop() {
         closed = true
+        releaseAuthorization()
         endReadsOnLoop(.failure(.closed.during(.read)))
         reader = .none
         let waiters = closeWaiters

@@ -865,7 +865,15 @@ typedef struct {
   uint8_t key[32];
   uv_timer_t timer;
   bool timer_used;
+  int frees;        /* authorize_free calls */
+  void *last_freed;
 } auth_t;
+
+static void auth_free_cb(void *value, void *arg) {
+  auth_t *a = arg;
+  a->frees++;
+  a->last_freed = value;
+}
 
 enum { AUTH_ACCEPT, AUTH_REJECT, AUTH_ASYNC, AUTH_NEVER };
 
@@ -905,6 +913,7 @@ static void test_cancel(void) {
   auth_t au = {.mode = AUTH_NEVER};
   so.authorize = authorize;
   so.authorize_arg = &au;
+  so.authorize_free = auth_free_cb;
   so.handshake_timeout_ms = 300;
   env_t e;
   env_init(&e, &so, &co);
@@ -966,9 +975,12 @@ static void test_cancel(void) {
   CHECK_INT(lerr.last_status, MS_ETIMEDOUT);
   CHECK_HAS(lerr.last_reason, "authorize");
   CHECK_INT(acc.n, 0);
-  /* Answering late is harmless. */
-  ms_authorize_done(au.held, true, NULL);
+  /* Answering late is harmless, and an accepted value comes back at once. */
+  static int late = 1;
+  ms_authorize_done(au.held, true, &late);
   au.held = NULL;
+  CHECK_INT(au.frees, 1);
+  CHECK(au.last_freed == &late);
 
   /* (d) listener closed while a handshake waits for authorize */
   au.calls = 0;
@@ -1014,6 +1026,7 @@ static void test_shs_failures(void) {
   auth_t au = {.mode = AUTH_ACCEPT};
   so.authorize = authorize;
   so.authorize_arg = &au;
+  so.authorize_free = auth_free_cb;
   env_t e;
   env_init(&e, &so, &co);
   uv_timer_init(&e.loop, &au.timer);
@@ -1089,7 +1102,10 @@ static void test_shs_failures(void) {
   if (acc.n > n) CHECK(ms_stream_auth(acc.s[n]) == &token);
   if (r.s) CHECK(ms_stream_auth(r.s) == NULL);
   ms_stream_t *v[2] = {r.s, acc.n > n ? acc.s[n] : NULL};
+  CHECK_INT(au.frees, 0); /* held while the stream lives */
   close_streams(&e, v, 2);
+  CHECK_INT(au.frees, 1); /* handed back after its close callback */
+  CHECK(au.last_freed == &token);
 
   /* async authorize: answered 100 ms later from a timer */
   static int token2 = 7;
@@ -1118,6 +1134,9 @@ static void test_shs_failures(void) {
     ms_stream_close(r.s, NULL, NULL);
   }
   CHECK_INT(lerr.count, 3);
+  tu_sleep_loop(&e.loop, 50);
+  CHECK_INT(au.frees, 2);
+  CHECK(au.last_freed == &token2);
 
   uv_close((uv_handle_t *)&au.timer, NULL);
   close_listener(&e, l);

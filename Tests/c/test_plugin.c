@@ -1900,6 +1900,96 @@ typedef struct {
   void (*fn)(void);
 } test_t;
 
+/* ======================================================================== */
+/* sync: an implementation that finishes writes and shutdown inside the    */
+/* call; the base still reports later, in order, never inside the call.    */
+/* ======================================================================== */
+
+typedef struct {
+  bool in_call;
+  int writes_done, writes_in_call, shut_done, shut_in_call, closed;
+  int order[4];
+  int norder;
+} sync_obs_t;
+
+static int sync_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
+                      unsigned nbufs) {
+  (void)s;
+  (void)bufs;
+  (void)nbufs;
+  ms_write_req_done(req, 0);
+  return 0;
+}
+static int sync_noop(ms_stream_t *s) {
+  (void)s;
+  return 0;
+}
+static int sync_shutdown(ms_stream_t *s) {
+  ms_stream_shutdown_done(s, 0);
+  return 0;
+}
+static void sync_close(ms_stream_t *s) { ms_stream_closed(s); }
+
+static const ms_stream_ops_t sync_ops = {
+    .write = sync_write,
+    .read_start = sync_noop,
+    .read_stop = sync_noop,
+    .shutdown = sync_shutdown,
+    .close = sync_close,
+};
+
+static void sync_written(ms_stream_t *s, int status, void *arg) {
+  (void)s;
+  sync_obs_t *o = ms_stream_data(s);
+  CHECK_INT(status, 0);
+  o->writes_done++;
+  if (o->in_call) o->writes_in_call++;
+  if (o->norder < 4) o->order[o->norder++] = (int)(intptr_t)arg;
+}
+static void sync_shut(ms_stream_t *s, int status, void *arg) {
+  (void)arg;
+  sync_obs_t *o = ms_stream_data(s);
+  CHECK_INT(status, 0);
+  o->shut_done++;
+  if (o->in_call) o->shut_in_call++;
+}
+static void sync_closed(ms_stream_t *s, void *arg) {
+  (void)s;
+  ((sync_obs_t *)arg)->closed++;
+}
+
+static void test_sync_completion(void) {
+  ms_t *ms;
+  CHECK_INT(ms_new(&ms, NULL), 0);
+  sync_obs_t o = {0};
+  ms_stream_t *s = ms_stream_new(ms, &sync_ops, NULL, "sync:x");
+  CHECK(s != NULL);
+  if (s == NULL) return;
+  ms_stream_set_data(s, &o);
+  ms_buf_t b = {"ab", 2};
+  o.in_call = true;
+  CHECK_INT(ms_stream_write(s, &b, 1, sync_written, (void *)1), 0);
+  CHECK_INT(ms_stream_write(s, &b, 1, sync_written, (void *)2), 0);
+  CHECK_INT(ms_stream_shutdown(s, sync_shut, NULL), 0);
+  o.in_call = false;
+  CHECK_INT(o.writes_done, 0);
+  CHECK_INT(o.shut_done, 0);
+  ms_run(ms, MS_RUN_DEFAULT);
+  CHECK_INT(o.writes_done, 2);
+  CHECK_INT(o.writes_in_call, 0);
+  CHECK_INT(o.order[0], 1);
+  CHECK_INT(o.order[1], 2);
+  CHECK_INT(o.shut_done, 1);
+  CHECK_INT(o.shut_in_call, 0);
+  o.in_call = true;
+  ms_stream_close(s, sync_closed, &o);
+  o.in_call = false;
+  CHECK_INT(o.closed, 0); /* never from inside ms_stream_close */
+  ms_run(ms, MS_RUN_DEFAULT);
+  CHECK_INT(o.closed, 1);
+  CHECK_INT(ms_delete(ms), 0);
+}
+
 int main(int argc, char **argv) {
   const test_t tests[] = {
       {"registration", test_registration},
@@ -1912,6 +2002,7 @@ int main(int argc, char **argv) {
       {"half_close", test_half_close},
       {"cancel", test_cancel},
       {"close", test_close},
+      {"sync_completion", test_sync_completion},
   };
   if (sodium_init() < 0) return 1;
   bulk_data = malloc(BULK);
