@@ -65,6 +65,10 @@ final class EventLoop: @unchecked Sendable {
     /// What ms_delete returned (0 when the C core had nothing left alive).
     let deleteStatus = Locked<Int32?>(nil)
 
+    /// Accepted authorization values the C core holds and has not given back
+    /// through authorize_free yet (0 without an authorize hook).
+    var outstandingAuthorizations: Int { authorizer?.outstandingValues ?? 0 }
+
     init(keys: KeyPair?, appKey: AppKey, handshakeTimeoutMs: UInt32, connectTimeoutMs: UInt32,
          allowRemoteNoauth: Bool,
          authorize: AuthorizeHook?) throws(MultiServerError) {
@@ -76,8 +80,11 @@ final class EventLoop: @unchecked Sendable {
         opts.allow_remote_noauth = allowRemoteNoauth
         if let authorizer {
             opts.authorize = authorizeHook
+            // Gives every accepted value (an `AuthorizationBox`) back once the
+            // C core is done with it.
+            opts.authorize_free = authorizeFreeHook
             // Unretained: the EventLoop keeps the Authorizer alive until after
-            // ms_delete, after which the hook cannot fire.
+            // ms_delete, after which neither hook can fire.
             opts.authorize_arg = Unmanaged.passUnretained(authorizer).toOpaque()
         }
         var created: OpaquePointer?
@@ -208,10 +215,9 @@ final class EventLoop: @unchecked Sendable {
             // use-after-free, so it is leaked instead.
             assertionFailure("ms_delete: \(MultiServerError(rawValue: rc))")
         }
+        // When ms_delete succeeded, every accepted value has come back through
+        // authorize_free (on the loop, or in ms_delete's final drain).
         authorizer?.detach()
-        // The loop thread is joined (which orders its accesses before ours):
-        // the C core calls back no more, so values it dropped can go.
-        registry.releaseUnclaimedAuthorizations()
         let waiters: [@Sendable () -> Void] = shutdownState.withLock { state in
             guard case .inProgress(let waiters) = state else { return [] }
             state = .done
@@ -233,10 +239,6 @@ final class Registry: @unchecked Sendable {
     var listeners: [ObjectIdentifier: ListenerCore] = [:]
     var connects: [ObjectIdentifier: ConnectCore] = [:]
     var authorizations: [ObjectIdentifier: AuthorizeRequest] = [:]
-    /// Accepted authorization values handed to the C core (the `value` of
-    /// ms_authorize_done), each an `AuthorizationBox` retained once, that no
-    /// stream has claimed yet. See `retainAuthorization(_:)`.
-    private var unclaimedAuthorizations: Set<UnsafeMutableRawPointer> = []
     private var drained: (() -> Void)?
 
     func add(_ s: StreamCore) { streams[ObjectIdentifier(s)] = s }
@@ -247,52 +249,12 @@ final class Registry: @unchecked Sendable {
     func remove(_ l: ListenerCore) { listeners[ObjectIdentifier(l)] = nil; checkDrained() }
     func remove(_ c: ConnectCore) { connects[ObjectIdentifier(c)] = nil; checkDrained() }
 
-    // MARK: authorization values
-    //
-    // A value accepted by the authorize hook travels through the C core as a
-    // retained `AuthorizationBox` (ms_authorize_done's `void *value`, read back
-    // with ms_stream_auth). The C core only stores the pointer and never tells
-    // when it drops it, so the reference is owned here until a stream claims it:
-    //  - the stream handed over to Swift (StreamCore.init) claims it and
-    //    releases it in its close callback;
-    //  - a value the C core dropped (the handshake failed after the hook
-    //    accepted, the hook answered after the handshake timed out, the chain
-    //    was canceled) is never claimed: it is released at shutdown, once the
-    //    loop thread has been joined and nothing can hand it over any more.
-    // Each box is thus released exactly once. The pointer stays unique while
-    // the box is retained, so a claim can never match another value.
-
-    /// Retains value in a box for ms_authorize_done; unclaimed until a stream claims it.
-    func retainAuthorization(_ value: any Sendable) -> UnsafeMutableRawPointer {
-        let pointer = Unmanaged.passRetained(AuthorizationBox(value)).toOpaque()
-        unclaimedAuthorizations.insert(pointer)
-        return pointer
-    }
-
-    /// The box behind ms_stream_auth(stream), taking over its reference; nil
-    /// for a pointer that is not an unclaimed box of this multiserver.
-    func claimAuthorization(_ pointer: UnsafeMutableRawPointer) -> AuthorizationBox? {
-        guard unclaimedAuthorizations.remove(pointer) != nil else { return nil }
-        return Unmanaged<AuthorizationBox>.fromOpaque(pointer).takeRetainedValue()
-    }
-
-    /// Boxes the C core holds (or dropped) and no stream claimed.
-    var unclaimedAuthorizationCount: Int { unclaimedAuthorizations.count }
-
-    /// Releases every unclaimed box. Only once the C core can no longer hand
-    /// a stream over (after the loop thread was joined).
-    func releaseUnclaimedAuthorizations() {
-        let leftovers = unclaimedAuthorizations
-        unclaimedAuthorizations = []
-        for pointer in leftovers { Unmanaged<AuthorizationBox>.fromOpaque(pointer).release() }
-    }
-
     /// Closes or cancels everything, then calls then() (on the loop thread)
     /// once every close/connect callback has fired.
     func closeAll(then: @escaping () -> Void) {
         accepting = false
         drained = then
-        for request in authorizations.values { request.answerOnLoop(.refuse, registry: self) }
+        for request in authorizations.values { request.answerOnLoop(.refuse) }
         authorizations.removeAll()
         for listener in Array(listeners.values) { listener.closeOnLoop(nil) }
         for connect in Array(connects.values) { connect.cancelOnLoop() }
@@ -321,6 +283,21 @@ enum AuthorizeDecision: Sendable {
 /// The form of the public authorize closures the EventLoop runs.
 typealias AuthorizeHook = @Sendable ([UInt8]) async -> AuthorizeDecision
 
+// MARK: authorization values
+//
+// A value accepted by the authorize hook travels through the C core as an
+// `AuthorizationBox` retained once (ms_authorize_done's `void *value`, read
+// back with ms_stream_auth). That reference belongs to the C core, which gives
+// it back exactly once through ms_options_t.authorize_free (`authorizeFreeHook`,
+// which releases it): after the close callback of the stream carrying it, or
+// as soon as the C core drops it (the handshake failed or was canceled after
+// the hook accepted, or the hook answered after the handshake timed out).
+//
+// A stream handed over to Swift reads the box in `StreamCore.init` and keeps
+// its own strong reference until its close callback, which runs before the C
+// core lets go of its own. So each retain is balanced by exactly one release
+// and Swift never looks at a box the C core has freed.
+
 /// A value accepted by the authorize hook, as handed to the C core.
 final class AuthorizationBox: Sendable {
     let value: any Sendable
@@ -329,11 +306,13 @@ final class AuthorizationBox: Sendable {
 
 /// The Swift authorize closure behind ms_options_t.authorize.
 ///
-/// `@unchecked Sendable`: `decide` is immutable and Sendable; `loop` is
-/// guarded by its lock.
+/// `@unchecked Sendable`: `decide` is immutable and Sendable; `loop` and
+/// `boxesHeldByCore` are guarded by their locks.
 final class Authorizer: @unchecked Sendable {
     let decide: AuthorizeHook
     private let loop = Locked<EventLoop?>(nil)
+    /// Boxes handed to the C core and not yet given back through authorize_free.
+    private let boxesHeldByCore = Locked(0)
 
     init(_ decide: @escaping AuthorizeHook) { self.decide = decide }
 
@@ -341,13 +320,31 @@ final class Authorizer: @unchecked Sendable {
     /// Breaks the EventLoop ↔ Authorizer cycle after ms_delete.
     func detach() { loop.withLock { $0 = nil } }
 
+    /// Accepted values the C core still holds (0 once every one came back).
+    var outstandingValues: Int { boxesHeldByCore.withLock { $0 } }
+
+    /// Boxes value, retained once, for ms_authorize_done; the reference
+    /// comes back through `authorizeFreeHook`.
+    func box(_ value: any Sendable) -> UnsafeMutableRawPointer {
+        boxesHeldByCore.withLock { $0 += 1 }
+        return Unmanaged.passRetained(AuthorizationBox(value)).toOpaque()
+    }
+
+    /// authorize_free: the C core is done with a box from `box(_:)`.
+    fileprivate func free(_ pointer: UnsafeMutableRawPointer) {
+        // Released before counting it back, so that a count of 0 means the
+        // value has gone too (unless someone else still holds it).
+        _ = Unmanaged<AuthorizationBox>.fromOpaque(pointer).takeRetainedValue()
+        boxesHeldByCore.withLock { $0 -= 1 }
+    }
+
     /// On the loop thread, from the C hook.
     func request(remoteKey: [UInt8], req: OpaquePointer) {
         guard let loop = loop.withLock({ $0 }), loop.registry.accepting else {
             ms_authorize_done(req, false, nil)
             return
         }
-        let request = AuthorizeRequest(req)
+        let request = AuthorizeRequest(req, authorizer: self)
         let id = ObjectIdentifier(request)
         loop.registry.authorizations[id] = request
         let decide = self.decide
@@ -357,7 +354,7 @@ final class Authorizer: @unchecked Sendable {
             // If the loop is gone, the decision (and its value) is simply dropped.
             loop.execute {
                 guard let pending = loop.registry.authorizations.removeValue(forKey: id) else { return }
-                pending.answerOnLoop(decision, registry: loop.registry)
+                pending.answerOnLoop(decision)
             }
         }
     }
@@ -369,9 +366,14 @@ final class Authorizer: @unchecked Sendable {
 /// (the object itself only travels through Sendable closures as an identity).
 final class AuthorizeRequest: @unchecked Sendable {
     private var req: OpaquePointer?
-    init(_ req: OpaquePointer) { self.req = req }
+    private let authorizer: Authorizer
 
-    func answerOnLoop(_ decision: AuthorizeDecision, registry: Registry) {
+    init(_ req: OpaquePointer, authorizer: Authorizer) {
+        self.req = req
+        self.authorizer = authorizer
+    }
+
+    func answerOnLoop(_ decision: AuthorizeDecision) {
         guard let req else { return }
         self.req = nil
         switch decision {
@@ -380,9 +382,10 @@ final class AuthorizeRequest: @unchecked Sendable {
         case .accept(nil):
             ms_authorize_done(req, true, nil)
         case .accept(let value?):
-            // Registered before the call: on success the C core hands the
-            // stream over (and StreamCore claims the box) inside it.
-            ms_authorize_done(req, true, registry.retainAuthorization(value))
+            // The C core owns the box from here: it hands the stream over (and
+            // StreamCore takes its own reference) inside this call, or, when
+            // the handshake is already gone, frees the box inside it.
+            ms_authorize_done(req, true, authorizer.box(value))
         }
     }
 }
@@ -398,4 +401,15 @@ private func authorizeHook(_ remoteKey: UnsafePointer<UInt8>?, _ req: OpaquePoin
     let authorizer = Unmanaged<Authorizer>.fromOpaque(arg).takeUnretainedValue()
     let key = Array(UnsafeBufferPointer(start: remoteKey, count: Int(MS_PUBLICKEYBYTES)))
     authorizer.request(remoteKey: key, req: req)
+}
+
+/// ms_options_t.authorize_free: called exactly once per accepted value, on the
+/// loop (or in ms_delete's final drain, after the loop thread was joined).
+private func authorizeFreeHook(_ value: UnsafeMutableRawPointer?, _ arg: UnsafeMutableRawPointer?) {
+    guard let value else { return }
+    guard let arg else {
+        _ = Unmanaged<AuthorizationBox>.fromOpaque(value).takeRetainedValue()
+        return
+    }
+    Unmanaged<Authorizer>.fromOpaque(arg).takeUnretainedValue().free(value)
 }

@@ -43,8 +43,9 @@ final class ListenerCore: @unchecked Sendable {
 
     fileprivate func incomingOnLoop(_ stream: OpaquePointer) {
         guard !closing, loop.registry.accepting else {
-            // Through a StreamCore, so that its close callback releases the
-            // authorization value the stream may carry.
+            // Through a StreamCore, so that shutdown waits for its close
+            // callback (the C core then frees the authorization value it may
+            // carry, through authorize_free).
             StreamCore(loop: loop, stream: stream).closeOnLoop(nil)
             return
         }

@@ -63,6 +63,8 @@ public final class MultiServer: Sendable {
     ///  - `Authorization.accept(value)` completes the handshake, and its value
     ///    (e.g. the peer's record or permissions) becomes the server-side
     ///    ``Connection/authorization``, held until that connection is closed.
+    ///    A value accepted for a handshake that fails anyway (the client went
+    ///    away, or the answer came after `handshakeTimeout`) is released at once.
     ///
     /// ```swift
     /// let ms = MultiServer(keys: keys, authorization: { remoteKey in
@@ -79,7 +81,8 @@ public final class MultiServer: Sendable {
     /// ``init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorize:)``,
     /// whose `Bool` hook accepts without a value.
     /// The corresponding C functions are `ms_new`, `ms_thread_start` and
-    /// `ms_authorize_done` (the value travels as its `value`). It stops the
+    /// `ms_authorize_done` (the value travels as its `value`, and comes back
+    /// through `ms_options_t.authorize_free`). It stops the
     /// program only if `ms_new` or `ms_thread_start` fail.
     public convenience init(keys: KeyPair? = nil, appKey: AppKey = .scuttlebutt,
                             handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,

@@ -22,8 +22,10 @@ final class StreamCore: @unchecked Sendable {
     let stack: String?
     let remoteKey: [UInt8]?
     let isServer: Bool
-    /// The authorize hook's accepted value (see `Registry.retainAuthorization`),
-    /// held from hand-over until the close callback.
+    /// The authorize hook's accepted value (see `Authorizer.box(_:)`): our own
+    /// strong reference to the box behind ms_stream_auth, taken at hand-over
+    /// and dropped in the close callback. The C core's reference is separate;
+    /// it gives that one back through authorize_free after the close callback.
     private let authorizationBox: Locked<AuthorizationBox?>
 
     private let stream: OpaquePointer
@@ -47,7 +49,12 @@ final class StreamCore: @unchecked Sendable {
             Array(UnsafeBufferPointer(start: $0, count: Int(MS_PUBLICKEYBYTES)))
         }
         isServer = ms_stream_is_server(stream)
-        authorizationBox = Locked(ms_stream_auth(stream).flatMap { loop.registry.claimAuthorization($0) })
+        // The stream is open, so the C core still holds the box: retaining
+        // it here (takeUnretainedValue gives a strong reference) keeps it
+        // valid for us whenever the C core lets go of its own reference.
+        authorizationBox = Locked(ms_stream_auth(stream).map {
+            Unmanaged<AuthorizationBox>.fromOpaque($0).takeUnretainedValue()
+        })
         ms_stream_set_data(stream, Unmanaged.passRetained(self).toOpaque())
         loop.registry.add(self)
     }
@@ -177,9 +184,9 @@ final class StreamCore: @unchecked Sendable {
         ms_stream_close(stream, streamCloseCallback, context)
     }
 
-    /// In the close callback: the C core is done with the stream (and its
-    /// ms_stream_auth pointer), so the authorization value goes now, before
-    /// close() returns; released outside the lock, as its deinit may run here.
+    /// In the close callback: drops our reference to the authorization box
+    /// (outside the lock, in case its deinit runs here). The C core releases
+    /// its own right after this callback returns, through authorize_free.
     private func releaseAuthorization() {
         let box = authorizationBox.withLock { box in
             defer { box = nil }
@@ -195,7 +202,14 @@ final class StreamCore: @unchecked Sendable {
         reader = .none
         let waiters = closeWaiters
         closeWaiters = []
-        for waiter in waiters { waiter.resume() }
+        if !waiters.isEmpty {
+            // close() returns on the next loop iteration, once the C core has
+            // finished the close (and given the authorization value back
+            // through authorize_free, right after this callback). Posted
+            // before registry.remove, which may start finishing a shutdown.
+            let resumeAll: @Sendable () -> Void = { for waiter in waiters { waiter.resume() } }
+            if !loop.execute(resumeAll) { resumeAll() }
+        }
         loop.registry.remove(self)
     }
 }

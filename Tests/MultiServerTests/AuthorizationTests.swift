@@ -7,11 +7,26 @@ struct Peer: Sendable, Equatable {
     let name: String
 }
 
-/// An attached value that reports its release.
+/// Counts how many times something happened (here: deinits).
+final class Counter: Sendable {
+    private let count = Locked(0)
+    func increment() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
+}
+
+/// An attached value that reports its release: fires its signal and counts
+/// its deinit, which must happen exactly once.
 final class Token: Sendable {
     let released: Signal
-    init(_ released: Signal) { self.released = released }
-    deinit { released.fire() }
+    let deinits: Counter
+    init(_ released: Signal, deinits: Counter = Counter()) {
+        self.released = released
+        self.deinits = deinits
+    }
+    deinit {
+        deinits.increment()
+        released.fire()
+    }
 }
 
 /// Runs body on the multiserver's loop thread (nil once it is shut down).
@@ -66,7 +81,7 @@ struct AuthorizationTests {
         await client.shutdown()
         await server.shutdown()
         #expect(server.loop.deleteStatus.withLock { $0 } == 0)
-        #expect(server.loop.registry.unclaimedAuthorizationCount == 0)
+        #expect(server.loop.outstandingAuthorizations == 0)
     }
 
     @Test func refuseHangsUpOnTheClient() async throws {
@@ -99,7 +114,7 @@ struct AuthorizationTests {
         await friend.shutdown()
         await stranger.shutdown()
         await server.shutdown()
-        #expect(server.loop.registry.unclaimedAuthorizationCount == 0)
+        #expect(server.loop.outstandingAuthorizations == 0)
     }
 
     @Test func boolFormStillAcceptsAndRefusesWithoutAValue() async throws {
@@ -160,26 +175,35 @@ struct AuthorizationTests {
 
     @Test func valueIsReleasedWhenTheConnectionCloses() async throws {
         let released = Collected<Signal>()
+        let deinits = Collected<Counter>()
         let server = MultiServer(authorization: { _ in
             let signal = Signal()
+            let counter = Counter()
             released.append(signal)
-            return .accept(Token(signal))
+            deinits.append(counter)
+            return .accept(Token(signal, deinits: counter))
         })
         let client = MultiServer()
         let serverSide = Collected<Connection>()
         let listener = try server.listen(["net:127.0.0.1:0~shs"]) { serverSide.append($0) }
 
         // Closed by the server's handler: released then, although the
-        // Connection object is still referenced.
+        // Connection object is still referenced. close() returns after the C
+        // core gave the value back through authorize_free.
         let first = try await client.connect(listener.address)
         #expect(await eventually { serverSide.all.count == 1 })
         let accepted = serverSide.all[0]
         #expect(accepted.authorization is Token)
         #expect(released.all.count == 1)
         #expect(!released.all[0].fired)
+        #expect(server.loop.outstandingAuthorizations == 1)
         await accepted.close()
-        #expect(await eventually { released.all[0].fired })
+        #expect(released.all[0].fired)
+        #expect(deinits.all[0].value == 1)
+        #expect(server.loop.outstandingAuthorizations == 0)
         #expect(accepted.authorization == nil)
+        await accepted.close()   // again: nothing more to release
+        #expect(deinits.all[0].value == 1)
         await first.close()
 
         // Left open: shutdown closes the connection and releases its value.
@@ -190,22 +214,101 @@ struct AuthorizationTests {
         await client.shutdown()
         await server.shutdown()
         #expect(released.all[1].fired)
+        #expect(deinits.all.map(\.value) == [1, 1])
         #expect(serverSide.all[1].authorization == nil)
         #expect(second.authorization == nil)
-        #expect(server.loop.registry.unclaimedAuthorizationCount == 0)
+        #expect(server.loop.outstandingAuthorizations == 0)
+        #expect(server.loop.deleteStatus.withLock { $0 } == 0)
+    }
+
+    /// A copy of the value taken from `Connection.authorization` stays valid
+    /// after the C core freed its box: each reference is balanced once, and
+    /// the value goes exactly once, when the last copy does.
+    @Test func valueReadFromTheConnectionOutlivesTheBoxAndGoesOnce() async throws {
+        let deinits = Counter()
+        let released = Signal()
+        let server = MultiServer(authorization: { _ in
+            .accept(Token(released, deinits: deinits))
+        })
+        let client = MultiServer()
+        let serverSide = Collected<Connection>()
+        let listener = try server.listen(["net:127.0.0.1:0~shs"]) { serverSide.append($0) }
+        let outgoing = try await client.connect(listener.address)
+        #expect(await eventually { serverSide.all.count == 1 })
+        let accepted = serverSide.all[0]
+
+        var copy = accepted.authorization as? Token
+        #expect(copy != nil)
+        await accepted.close()
+        // Our box and the C core's reference are gone, the value is not.
+        #expect(server.loop.outstandingAuthorizations == 0)
+        #expect(accepted.authorization == nil)
+        #expect(deinits.value == 0)
+        #expect(copy?.deinits === deinits)
+        copy = nil
+        #expect(deinits.value == 1)
+
+        await outgoing.close()
+        await client.shutdown()
+        await server.shutdown()
+        // Never a second release, not even at shutdown.
+        #expect(deinits.value == 1)
+        #expect(released.fired)
+        #expect(server.loop.deleteStatus.withLock { $0 } == 0)
+    }
+
+    /// Many connections, closed from either side or left to shutdown: every
+    /// value is released exactly once.
+    @Test func everyValueIsReleasedExactlyOnce() async throws {
+        let counters = Collected<Counter>()
+        let server = MultiServer(authorization: { _ in
+            let counter = Counter()
+            counters.append(counter)
+            return .accept(Token(Signal(), deinits: counter))
+        })
+        let client = MultiServer()
+        let serverSide = Collected<Connection>()
+        let listener = try server.listen(["net:127.0.0.1:0~shs"]) { serverSide.append($0) }
+        var outgoing: [Connection] = []
+        for _ in 0..<6 { outgoing.append(try await client.connect(listener.address)) }
+        #expect(await eventually { serverSide.all.count == 6 })
+        #expect(server.loop.outstandingAuthorizations == 6)
+        // Two closed by the server, two by the client, two left to shutdown.
+        await serverSide.all[0].close()
+        await serverSide.all[1].close()
+        await outgoing[2].close()
+        await outgoing[3].close()
+        #expect(counters.all.filter { $0.value == 1 }.count == 2)
+        // The client closing does not close the server's side by itself (its
+        // handler does not read), so the values stay until that side closes.
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(server.loop.outstandingAuthorizations == 4)
+        await serverSide.all[2].close()
+        await serverSide.all[3].close()
+        #expect(counters.all.map(\.value).sorted() == [0, 0, 1, 1, 1, 1])
+        #expect(server.loop.outstandingAuthorizations == 2)
+        await client.shutdown()
+        await server.shutdown()
+        #expect(counters.all.map(\.value) == Array(repeating: 1, count: 6))
+        #expect(server.loop.outstandingAuthorizations == 0)
+        // Nothing releases a value a second time afterwards either.
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(counters.all.allSatisfy { $0.value == 1 })
         #expect(server.loop.deleteStatus.withLock { $0 } == 0)
     }
 
     /// The hook accepts after the handshake timed out: the C core drops the
-    /// value without telling, and the multiserver releases it at shutdown.
-    @Test func valueDroppedByTheHandshakeIsReleasedAtShutdown() async throws {
+    /// value inside ms_authorize_done and gives it back through
+    /// authorize_free, so it goes at once, long before shutdown.
+    @Test func valueDroppedByATimedOutHandshakeIsReleasedPromptly() async throws {
         let hookCalled = Signal()
         let answer = Signal()
         let released = Signal()
+        let deinits = Counter()
         let server = MultiServer(handshakeTimeout: .milliseconds(300), authorization: { _ in
             hookCalled.fire()
             await answer.wait()
-            return .accept(Token(released))
+            return .accept(Token(released, deinits: deinits))
         })
         let client = MultiServer(handshakeTimeout: .seconds(30))
         let listener = try server.listen(["net:127.0.0.1:0~shs"]) { connection in
@@ -217,18 +320,52 @@ struct AuthorizationTests {
         await hookCalled.wait()
         let result = await attempt.result
         #expect(throws: MultiServerError.self) { _ = try result.get() }
-        answer.fire()
-        // Wait until the loop has passed the late answer to ms_authorize_done.
-        let registry = server.loop.registry
-        #expect(await eventually { await onLoop(server) { registry.authorizations.isEmpty } ?? true })
-        // The C core dropped the value without a word (ms_authorize_done after
-        // the handshake failed): it waits, unclaimed, for shutdown.
-        #expect(await onLoop(server) { registry.unclaimedAuthorizationCount } == 1)
         #expect(!released.fired)
+        answer.fire()
+        // Released while the server is still running, not at shutdown.
+        #expect(await eventually { released.fired })
+        let registry = server.loop.registry
+        #expect(await onLoop(server) { registry.authorizations.isEmpty } == true)
+        #expect(server.loop.outstandingAuthorizations == 0)
+        #expect(deinits.value == 1)
         await client.shutdown()
         await server.shutdown()
-        #expect(released.fired)
-        #expect(registry.unclaimedAuthorizationCount == 0)
+        #expect(deinits.value == 1)
+        #expect(server.loop.outstandingAuthorizations == 0)
+        #expect(server.loop.deleteStatus.withLock { $0 } == 0)
+    }
+
+    /// The client goes away while the hook is thinking; the hook accepts
+    /// afterwards. Whatever becomes of the server side of the handshake (it
+    /// fails, or hands over a connection whose read then ends), the value is
+    /// released once, without waiting for shutdown.
+    @Test func valueIsReleasedWhenTheClientGoesAwayDuringAuthorization() async throws {
+        let hookCalled = Signal()
+        let answer = Signal()
+        let released = Signal()
+        let deinits = Counter()
+        let server = MultiServer(handshakeTimeout: .seconds(60), authorization: { _ in
+            hookCalled.fire()
+            await answer.wait()
+            return .accept(Token(released, deinits: deinits))
+        })
+        let client = MultiServer(handshakeTimeout: .seconds(60))
+        let listener = try server.listen(["net:127.0.0.1:0~shs"]) { connection in
+            echo(connection)  // reads until the (gone) client's end, then closes
+        }
+        let address = listener.address
+        let attempt = Task { try await client.connect(address) }
+        await hookCalled.wait()
+        await client.shutdown()   // cancels the connect: the client hangs up
+        let result = await attempt.result
+        #expect(throws: (any Error).self) { _ = try result.get() }
+        answer.fire()
+        #expect(await eventually { released.fired })
+        #expect(await eventually { server.loop.outstandingAuthorizations == 0 })
+        #expect(deinits.value == 1)
+        await server.shutdown()
+        #expect(deinits.value == 1)
+        #expect(server.loop.outstandingAuthorizations == 0)
         #expect(server.loop.deleteStatus.withLock { $0 } == 0)
     }
 
@@ -238,10 +375,11 @@ struct AuthorizationTests {
         let hookCalled = Signal()
         let answer = Signal()
         let released = Signal()
+        let deinits = Counter()
         let server = MultiServer(handshakeTimeout: .seconds(60), authorization: { _ in
             hookCalled.fire()
             await answer.wait()
-            return .accept(Token(released))
+            return .accept(Token(released, deinits: deinits))
         })
         let client = MultiServer(handshakeTimeout: .seconds(60))
         let listener = try server.listen(["net:127.0.0.1:0~shs"]) { _ in }
@@ -251,8 +389,10 @@ struct AuthorizationTests {
         await server.shutdown()   // refuses the pending authorization
         answer.fire()             // the hook's late value goes nowhere
         #expect(await eventually { released.fired })
+        #expect(deinits.value == 1)
         _ = await attempt.result
         await client.shutdown()
+        #expect(server.loop.outstandingAuthorizations == 0)
         #expect(server.loop.deleteStatus.withLock { $0 } == 0)
     }
 }
