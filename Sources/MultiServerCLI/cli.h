@@ -43,9 +43,10 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Whole-buffer write to fd, retrying short writes and EINTR. 0 or -1. */
 int cli_write_all(int fd, const void *buf, size_t len);
 
-/* stdin pump: a thread reads fd 0 and hands each chunk to the loop; the next
- * read waits until cli_stdin_done() says the chunk was consumed. len 0 means
- * EOF, status < 0 a read error. */
+/* stdin pump: a thread reads fd 0 and hands each chunk to the loop, in
+ * order; each data chunk stays valid until cli_stdin_done() says it was
+ * consumed (a few may be in flight). len 0 means EOF, status < 0 a read
+ * error. */
 typedef void (*cli_stdin_cb)(const uint8_t *data, size_t len, int status,
                              void *arg);
 int cli_stdin_start(ms_t *ms, cli_stdin_cb cb, void *arg);

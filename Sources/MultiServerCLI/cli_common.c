@@ -128,44 +128,47 @@ void cli_ms_options(cli_opts_t *o, ms_options_t *mo) {
 
 /* ---- stdin pump -------------------------------------------------------- */
 
+/* A ring of chunks: the thread reads into a free one while the loop writes
+ * the others, so reading and sending overlap; at most STDIN_CHUNKS chunks
+ * are in flight (bounded memory, natural backpressure). */
 #define STDIN_CHUNK (64 * 1024)
+#define STDIN_CHUNKS 4
 
 static struct {
   uv_mutex_t lock; /* guards ms against cli_stdin_stop */
   ms_t *ms;
   cli_stdin_cb cb;
   void *arg;
-  uv_sem_t consumed;
+  uv_sem_t free_chunks;
   uv_thread_t thread;
-  uint8_t buf[STDIN_CHUNK];
-  ssize_t n;
+  uint8_t buf[STDIN_CHUNKS][STDIN_CHUNK];
+  ssize_t n[STDIN_CHUNKS];
   int err;
   bool started;
 } in;
 
-static void deliver(void *unused) {
-  (void)unused;
-  if (in.n > 0)
-    in.cb(in.buf, (size_t)in.n, 0, in.arg);
+static void deliver(void *arg) {
+  size_t i = (size_t)(uintptr_t)arg;
+  if (in.n[i] > 0)
+    in.cb(in.buf[i], (size_t)in.n[i], 0, in.arg);
   else
-    in.cb(NULL, 0, in.n < 0 ? in.err : 0, in.arg);
+    in.cb(NULL, 0, in.n[i] < 0 ? in.err : 0, in.arg);
 }
 
 static void reader(void *unused) {
   (void)unused;
-  for (;;) {
+  for (size_t i = 0;; i = (i + 1) % STDIN_CHUNKS) {
+    uv_sem_wait(&in.free_chunks);
     ssize_t n;
     do {
-      n = read(0, in.buf, sizeof in.buf);
+      n = read(0, in.buf[i], STDIN_CHUNK);
     } while (n < 0 && errno == EINTR);
-    in.n = n;
-    in.err = n < 0 ? -errno : 0;
+    in.n[i] = n;
+    if (n < 0) in.err = -errno;
     uv_mutex_lock(&in.lock);
-    int rc = in.ms ? ms_call(in.ms, deliver, NULL) : -1;
+    int rc = in.ms ? ms_call(in.ms, deliver, (void *)(uintptr_t)i) : -1;
     uv_mutex_unlock(&in.lock);
-    if (rc != 0) return;
-    if (n <= 0) return;
-    uv_sem_wait(&in.consumed);
+    if (rc != 0 || n <= 0) return;
   }
 }
 
@@ -174,7 +177,7 @@ int cli_stdin_start(ms_t *ms, cli_stdin_cb cb, void *arg) {
   in.cb = cb;
   in.arg = arg;
   int rc = uv_mutex_init(&in.lock);
-  if (rc == 0) rc = uv_sem_init(&in.consumed, 0);
+  if (rc == 0) rc = uv_sem_init(&in.free_chunks, STDIN_CHUNKS);
   if (rc != 0) return rc;
   rc = uv_thread_create(&in.thread, reader, NULL);
   if (rc == 0) in.started = true;
@@ -188,4 +191,4 @@ void cli_stdin_stop(void) {
   uv_mutex_unlock(&in.lock);
 }
 
-void cli_stdin_done(void) { uv_sem_post(&in.consumed); }
+void cli_stdin_done(void) { uv_sem_post(&in.free_chunks); }
