@@ -57,7 +57,7 @@ $(BUILD)/libmultiserver.so: $(OBJS)
 $(BUILD)/multiserver: $(CLI_OBJS) $(BUILD)/libmultiserver.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJS) $(BUILD)/libmultiserver.a $(MS_LIBS)
 
-$(BUILD)/tests/%: Tests/c/%.c $(TEST_UTIL) $(BUILD)/libmultiserver.a Tests/c/mstest.h
+$(BUILD)/tests/%: Tests/c/%.c $(TEST_UTIL) $(BUILD)/libmultiserver.a $(wildcard Tests/c/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(MS_CFLAGS) $(CFLAGS) $(LDFLAGS) -ITests/c -o $@ $< $(TEST_UTIL) $(BUILD)/libmultiserver.a $(MS_LIBS)
 

@@ -1,5 +1,8 @@
 /* Minimal test harness for the C tests: CHECK macros, hex helpers, and a
- * closing "N passed, N failed" line (read by CI). Header-only. */
+ * closing "N passed, N failed" line (read by CI). The two counters are one
+ * pair per test binary (defined in util_mstest.c, which the Makefile links
+ * into every test), so a CHECK in a shared helper (util_net.c) counts
+ * towards the suite that called it. */
 #ifndef MSTEST_H
 #define MSTEST_H
 
@@ -8,7 +11,7 @@
 #include <string.h>
 #include <stdint.h>
 
-static int mst_pass, mst_fail;
+extern int mst_pass, mst_fail;
 
 #define CHECK(cond)                                                           \
   do {                                                                        \
@@ -53,6 +56,20 @@ static int mst_pass, mst_fail;
       mst_fail++;                                                             \
       fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%zu bytes)\n",         \
               __FILE__, __LINE__, #a, #b, (size_t)(n));                       \
+    }                                                                         \
+  } while (0)
+
+/* hay contains needle, ignoring case (strcasestr: needs _GNU_SOURCE). */
+#define CHECK_HAS(hay, needle)                                                \
+  do {                                                                        \
+    const char *mst_h = (hay), *mst_n = (needle);                             \
+    if (mst_h && mst_n && strcasestr(mst_h, mst_n)) {                         \
+      mst_pass++;                                                             \
+    } else {                                                                  \
+      mst_fail++;                                                             \
+      fprintf(stderr, "%s:%d: CHECK failed: \"%s\" contains \"%s\"\n",        \
+              __FILE__, __LINE__, mst_h ? mst_h : "(null)",                   \
+              mst_n ? mst_n : "(null)");                                      \
     }                                                                         \
   } while (0)
 

@@ -19,19 +19,6 @@
 
 #define WAIT_MS 20000
 
-#define CHECK_HAS(hay, needle)                                                 \
-  do {                                                                         \
-    const char *mst_h = (hay), *mst_n = (needle);                              \
-    if (mst_h && mst_n && strcasestr(mst_h, mst_n)) {                          \
-      mst_pass++;                                                              \
-    } else {                                                                   \
-      mst_fail++;                                                              \
-      fprintf(stderr, "%s:%d: CHECK failed: \"%s\" contains \"%s\"\n",         \
-              __FILE__, __LINE__, mst_h ? mst_h : "(null)",                    \
-              mst_n ? mst_n : "(null)");                                       \
-    }                                                                          \
-  } while (0)
-
 #define WAIT(loop, counter, target, what) \
   CHECK(tu_wait((loop), &(counter), (target), WAIT_MS, (what)))
 
@@ -42,15 +29,9 @@ typedef struct {
   ms_t *srv, *cli;
 } env_t;
 
-static void opts_default(ms_options_t *o) {
-  ms_options_init(o);
-  o->handshake_timeout_ms = 5000;
-  o->connect_timeout_ms = 5000;
-}
-
 static void env_init(env_t *e, const ms_options_t *so, const ms_options_t *co) {
   ms_options_t d;
-  opts_default(&d);
+  tu_opts_default(&d);
   memset(e, 0, sizeof *e);
   CHECK_INT(uv_loop_init(&e->loop), 0);
   CHECK_INT(ms_new_on_loop(&e->srv, &e->loop, so ? so : &d), 0);
@@ -67,69 +48,22 @@ static void env_done(env_t *e) {
   CHECK_INT(uv_loop_close(&e->loop), 0);
 }
 
-/* ---- small callback recorders ------------------------------------------ */
-
-typedef struct {
-  int done;
-  int status;
-  char reason[2048];
-  ms_stream_t *s;
-  bool in_call;       /* set around ms_connect / ms_connect_cancel */
-  bool fired_in_call; /* the callback fired from inside one of them */
-  uint64_t at;
-} conn_res_t;
-
-static void on_conn(ms_stream_t *s, int status, const char *reason, void *arg) {
-  conn_res_t *r = arg;
-  r->done++;
-  r->status = status;
-  r->s = s;
-  r->at = tu_now_ms();
-  if (r->in_call) r->fired_in_call = true;
-  snprintf(r->reason, sizeof r->reason, "%s", reason ? reason : "");
+/* Connect to addr, whose listener records into acc, and expect success
+ * (and, unless want_address is NULL, that the client stream reports
+ * want_address); then close both ends. */
+static void expect_ok(env_t *e, const char *addr, tu_accept_t *acc,
+                      const char *want_address, const char *what) {
+  tu_conn_t r;
+  int n = acc->n;
+  CHECK_INT(tu_connect(e->cli, addr, &r, NULL), 0);
+  WAIT(&e->loop, r.done, 1, what);
+  CHECK_INT(r.status, 0);
+  if (r.status) fprintf(stderr, "  %s: %s\n", what, r.reason);
+  if (want_address && r.s) CHECK_STR(ms_stream_address(r.s), want_address);
+  WAIT(&e->loop, acc->n, n + 1, what);
+  ms_stream_t *v[2] = {r.s, acc->n > n ? acc->s[n] : NULL};
+  tu_close_streams(&e->loop, v, 2, WAIT_MS);
 }
-
-static int connect_to(ms_t *ms, const char *addr, conn_res_t *r,
-                      ms_connect_t **req) {
-  memset(r, 0, sizeof *r);
-  r->in_call = true;
-  int rc = ms_connect(ms, addr, on_conn, r, req);
-  r->in_call = false;
-  return rc;
-}
-
-typedef struct {
-  int n;
-  ms_stream_t *s[16];
-} accept_t;
-
-static void on_accept(ms_stream_t *s, void *arg) {
-  accept_t *a = arg;
-  if (a->n < 16)
-    a->s[a->n++] = s;
-  else
-    ms_stream_close(s, NULL, NULL);
-}
-
-static void close_listener(env_t *e, ms_listener_t *l) {
-  int closed = 0;
-  ms_listener_close(l, tu_on_listener_closed, &closed);
-  CHECK_INT(closed, 0); /* never from inside ms_listener_close */
-  WAIT(&e->loop, closed, 1, "listener close callback");
-}
-
-static void close_streams(env_t *e, ms_stream_t **v, int n) {
-  int closed = 0, want = 0;
-  for (int i = 0; i < n; i++)
-    if (v[i]) {
-      ms_stream_close(v[i], tu_on_stream_closed, &closed);
-      want++;
-    }
-  CHECK_INT(closed, 0); /* never from inside ms_stream_close */
-  WAIT(&e->loop, closed, want, "stream close callbacks");
-}
-
-static void expect_ok(env_t *e, const char *addr, accept_t *acc, const char *what);
 
 /* ======================================================================== */
 /* 1. one listener, three stacks                                            */
@@ -143,9 +77,9 @@ static void test_three_stacks(void) {
   char want_unix[128], la[256], reason[256] = "";
   snprintf(want_unix, sizeof want_unix, "unix:%s/a.sock", dir);
   snprintf(la, sizeof la, "net:127.0.0.1:0;%s;net:127.0.0.1:0~shs", want_unix);
-  accept_t acc = {0};
+  tu_accept_t acc = {0};
   ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(e.srv, la, on_accept, &acc, &l, reason, sizeof reason), 0);
+  CHECK_INT(ms_listen(e.srv, la, tu_on_accept, &acc, &l, reason, sizeof reason), 0);
   if (l == NULL) {
     fprintf(stderr, "listen failed: %s\n", reason);
     return;
@@ -165,8 +99,8 @@ static void test_three_stacks(void) {
   CHECK_INT(ms_delete(e.srv), MS_EEXIST);
 
   for (size_t i = 0; i < n; i++) {
-    conn_res_t r;
-    CHECK_INT(connect_to(e.cli, alts[i], &r, NULL), 0);
+    tu_conn_t r;
+    CHECK_INT(tu_connect(e.cli, alts[i], &r, NULL), 0);
     CHECK(!r.fired_in_call);
     WAIT(&e.loop, r.done, 1, "connect");
     WAIT(&e.loop, acc.n, (int)i + 1, "accept");
@@ -200,10 +134,10 @@ static void test_three_stacks(void) {
       CHECK(ms_stream_auth(s) == NULL);
     }
     ms_stream_t *both[2] = {c, s};
-    close_streams(&e, both, 2);
+    tu_close_streams(&e.loop, both, 2, WAIT_MS);
   }
   tu_split_free(alts, n);
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   char path[128];
   snprintf(path, sizeof path, "%s/a.sock", dir);
   CHECK(access(path, F_OK) != 0); /* removed on close */
@@ -282,13 +216,11 @@ static void test_concurrent(void) {
   /* One multiserver on its own loop (ms_new) serving and dialing itself. */
   ms_t *ms;
   ms_options_t o;
-  opts_default(&o);
+  tu_opts_default(&o);
   CHECK_INT(ms_new(&ms, &o), 0);
   uv_loop_t *loop = ms_loop(ms);
   tu_echo_t echo = {0};
-  ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(ms, "net:127.0.0.1:0", tu_echo_on_connection, &echo, &l,
-                      NULL, 0), 0);
+  ms_listener_t *l = tu_listen_ok(ms, "net:127.0.0.1:0", tu_echo_on_connection, &echo);
   if (l == NULL) return;
   static conc_t cc[NCONC];
   int done = 0, ok = 0, failed_start = 0;
@@ -331,148 +263,30 @@ static void test_concurrent(void) {
 /* ======================================================================== */
 
 #define BULK (16u * 1024 * 1024)
-#define BULK_CHUNK (64u * 1024)
 
 static uint8_t *bulk_data;
-static uint8_t bulk_hash[32];
-
-typedef struct {
-  ms_stream_t *s;
-  size_t sent, recvd;
-  crypto_generichash_state h;
-  bool mismatch;
-  int status;
-  int done; /* closed */
-  int eof;
-  int drains;
-  int write_errors;
-  int shut_status;
-  bool shut;
-  size_t max_queue;
-} bulk_t;
-
-static void bulk_closed(ms_stream_t *s, void *arg) {
-  (void)s;
-  ((bulk_t *)arg)->done++;
-}
-
-static void bulk_written(ms_stream_t *s, int status, void *arg) {
-  (void)s;
-  if (status != 0) ((bulk_t *)arg)->write_errors++;
-}
-
-static void bulk_shut(ms_stream_t *s, int status, void *arg) {
-  (void)s;
-  ((bulk_t *)arg)->shut_status = status;
-}
-
-static void bulk_pump(bulk_t *b) {
-  while (b->sent < BULK && ms_stream_writable(b->s)) {
-    size_t n = BULK - b->sent < BULK_CHUNK ? BULK - b->sent : BULK_CHUNK;
-    ms_buf_t buf = {bulk_data + b->sent, n};
-    int rc = ms_stream_write(b->s, &buf, 1, bulk_written, b);
-    if (rc != 0) {
-      b->status = rc;
-      ms_stream_close(b->s, bulk_closed, b);
-      return;
-    }
-    b->sent += n;
-    size_t q = ms_stream_write_queue_size(b->s);
-    if (q > b->max_queue) b->max_queue = q;
-  }
-  if (b->sent == BULK && !b->shut) {
-    b->shut = true;
-    b->shut_status = 1;
-    int rc = ms_stream_shutdown(b->s, bulk_shut, b);
-    if (rc != 0) b->status = rc;
-  }
-}
-
-static void bulk_drain(ms_stream_t *s, void *arg) {
-  (void)s;
-  bulk_t *b = arg;
-  b->drains++;
-  bulk_pump(b);
-}
-
-static void bulk_read(ms_stream_t *s, int status, const uint8_t *data,
-                      size_t len, void *arg) {
-  bulk_t *b = arg;
-  if (status == 0) {
-    if (b->recvd + len > BULK || memcmp(data, bulk_data + b->recvd, len) != 0)
-      b->mismatch = true;
-    crypto_generichash_update(&b->h, data, len);
-    b->recvd += len;
-    return;
-  }
-  if (status == MS_EOF)
-    b->eof++;
-  else
-    b->status = status;
-  ms_stream_close(s, bulk_closed, b);
-}
-
-static void bulk_connected(ms_stream_t *s, int status, const char *reason,
-                           void *arg) {
-  bulk_t *b = arg;
-  b->status = status;
-  if (status != 0) {
-    fprintf(stderr, "bulk connect: %s\n", reason);
-    b->done++;
-    return;
-  }
-  b->s = s;
-  ms_stream_on_drain(s, bulk_drain, b);
-  ms_stream_read_start(s, bulk_read, b);
-  bulk_pump(b);
-}
 
 static void bulk_over(const char *listen_addr) {
   env_t e;
   env_init(&e, NULL, NULL);
   tu_echo_t echo = {0};
-  ms_listener_t *l = NULL;
-  char reason[256] = "";
-  CHECK_INT(ms_listen(e.srv, listen_addr, tu_echo_on_connection, &echo, &l,
-                      reason, sizeof reason), 0);
-  if (l == NULL) {
-    fprintf(stderr, "listen %s: %s\n", listen_addr, reason);
-    return;
-  }
-  bulk_t b;
-  memset(&b, 0, sizeof b);
-  crypto_generichash_init(&b.h, NULL, 0, 32);
-  uint64_t t0 = tu_now_ms();
-  CHECK_INT(ms_connect(e.cli, ms_listener_address(l), bulk_connected, &b, NULL), 0);
-  CHECK(tu_wait(&e.loop, &b.done, 1, 120000, listen_addr));
-  uint8_t got[32];
-  crypto_generichash_final(&b.h, got, sizeof got);
-  fprintf(stderr, "  16 MiB echo over %-32s %5llu ms, max queue %zu, %d drains\n",
-          ms_listener_address(l), (unsigned long long)(tu_now_ms() - t0),
-          b.max_queue, b.drains);
-  CHECK_INT(b.status, 0);
-  CHECK_INT(b.eof, 1);
-  CHECK_INT(b.sent, BULK);
-  CHECK_INT(b.recvd, BULK);
-  CHECK(!b.mismatch);
-  CHECK_MEM(got, bulk_hash, 32);
-  CHECK_INT(b.write_errors, 0);
-  CHECK_INT(b.shut_status, 0);
-  CHECK(b.drains > 0);                                 /* backpressure engaged */
-  CHECK(b.max_queue <= 1024 * 1024 + BULK_CHUNK);      /* and was respected */
-  CHECK(tu_wait(&e.loop, &echo.closed, 1, WAIT_MS, "echo side close"));
-  CHECK_INT(echo.accepted, 1);
-  CHECK_INT(echo.eof, 1);
-  CHECK_INT(echo.errors, 0);
-  CHECK_INT(echo.bytes, BULK);
-  close_listener(&e, l);
+  ms_listener_t *l = tu_listen_ok(e.srv, listen_addr, tu_echo_on_connection, &echo);
+  if (l == NULL) return;
+  /* The stream's default high-water mark (1 MiB) must hold the queue. */
+  const tu_bulk_cfg_t cfg = {.data = bulk_data,
+                             .total = BULK,
+                             .queue_limit = 1024 * 1024,
+                             .timeout_ms = 120000,
+                             .close_timeout_ms = WAIT_MS};
+  tu_bulk_t b;
+  tu_bulk_echo(&e.loop, e.cli, ms_listener_address(l), &cfg, &echo, &b);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
 static void test_bulk(void) {
   bulk_data = malloc(BULK);
   randombytes_buf(bulk_data, BULK);
-  crypto_generichash(bulk_hash, 32, bulk_data, BULK, NULL, 0);
   char dir[64], a[128];
   snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
   bulk_over("net:127.0.0.1:0");
@@ -492,153 +306,18 @@ static void test_bulk(void) {
 /* 4. half-close                                                            */
 /* ======================================================================== */
 
-#define HC_REQ 200000
-#define HC_REPLY 300000
-
-typedef struct {
-  int mode; /* 0: reply, shutdown, close; 1: reply, close without shutdown */
-  ms_stream_t *s;
-  size_t got;
-  size_t got_at_eof;
-  int eof;
-  int err;
-  int shut_status;
-  int closed;
-  bool bad;
-  const uint8_t *req, *reply;
-} hc_srv_t;
-
-static void hc_srv_closed(ms_stream_t *s, void *arg) {
-  (void)s;
-  ((hc_srv_t *)arg)->closed++;
-}
-static void hc_srv_shut(ms_stream_t *s, int status, void *arg) {
-  hc_srv_t *h = arg;
-  h->shut_status = status;
-  ms_stream_close(s, hc_srv_closed, h);
-}
-static void hc_srv_written(ms_stream_t *s, int status, void *arg) {
-  hc_srv_t *h = arg;
-  if (status != 0) h->err = status;
-  if (h->mode == 1) ms_stream_close(s, hc_srv_closed, h);
-}
-
-static void hc_srv_read(ms_stream_t *s, int status, const uint8_t *data,
-                        size_t len, void *arg) {
-  hc_srv_t *h = arg;
-  if (status == 0) {
-    if (h->got + len > HC_REQ || memcmp(data, h->req + h->got, len) != 0) h->bad = true;
-    h->got += len;
-    return;
-  }
-  if (status != MS_EOF) {
-    h->err = status;
-    ms_stream_close(s, hc_srv_closed, h);
-    return;
-  }
-  h->eof++;
-  h->got_at_eof = h->got;
-  /* The read side is done; the write side is still open. */
-  ms_buf_t b = {h->reply, HC_REPLY};
-  int rc = ms_stream_write(s, &b, 1, hc_srv_written, h);
-  if (rc == 0 && h->mode == 0) rc = ms_stream_shutdown(s, hc_srv_shut, h);
-  if (rc != 0) {
-    h->err = rc;
-    ms_stream_close(s, hc_srv_closed, h);
-  }
-}
-
-static void hc_accept(ms_stream_t *s, void *arg) {
-  hc_srv_t *h = arg;
-  h->s = s;
-  ms_stream_read_start(s, hc_srv_read, h);
-}
-
-typedef struct {
-  size_t got;
-  int end; /* MS_EOF or an error */
-  int ends;
-  int shut_status;
-  int shut_done;
-  int closed;
-  bool bad;
-  const uint8_t *req, *reply;
-} hc_cli_t;
-
-static void hc_cli_closed(ms_stream_t *s, void *arg) {
-  (void)s;
-  ((hc_cli_t *)arg)->closed++;
-}
-static void hc_cli_shut(ms_stream_t *s, int status, void *arg) {
-  (void)s;
-  hc_cli_t *h = arg;
-  h->shut_status = status;
-  h->shut_done++;
-}
-static void hc_cli_read(ms_stream_t *s, int status, const uint8_t *data,
-                        size_t len, void *arg) {
-  hc_cli_t *h = arg;
-  if (status == 0) {
-    if (h->got + len > HC_REPLY || memcmp(data, h->reply + h->got, len) != 0) h->bad = true;
-    h->got += len;
-    return;
-  }
-  h->end = status;
-  h->ends++;
-  ms_stream_close(s, hc_cli_closed, h);
-}
-static void hc_cli_connected(ms_stream_t *s, int status, const char *reason,
-                             void *arg) {
-  hc_cli_t *h = arg;
-  (void)reason;
-  if (status != 0) {
-    h->end = status;
-    h->ends++;
-    h->closed++;
-    return;
-  }
-  ms_buf_t b = {h->req, HC_REQ};
-  CHECK_INT(ms_stream_write(s, &b, 1, NULL, NULL), 0);
-  CHECK_INT(ms_stream_shutdown(s, hc_cli_shut, h), 0);
-  /* After shutdown no more writes: */
-  CHECK_INT(ms_stream_write(s, &b, 1, NULL, NULL), MS_ESHUTDOWN);
-  CHECK_INT(ms_stream_shutdown(s, NULL, NULL), MS_ESHUTDOWN);
+/* This suite's own check on the half-closing client: no longer writable. */
+static void hc_not_writable(ms_stream_t *s, const tu_shut_t *shut) {
+  (void)shut;
   CHECK(!ms_stream_writable(s));
-  ms_stream_read_start(s, hc_cli_read, h);
 }
 
 static void half_close_over(const char *listen_addr, int mode, int want_end) {
   env_t e;
   env_init(&e, NULL, NULL);
-  uint8_t *req = malloc(HC_REQ), *reply = malloc(HC_REPLY);
-  randombytes_buf(req, HC_REQ);
-  randombytes_buf(reply, HC_REPLY);
-  hc_srv_t srv = {.mode = mode, .req = req, .reply = reply};
-  hc_cli_t cli = {.req = req, .reply = reply};
-  ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(e.srv, listen_addr, hc_accept, &srv, &l, NULL, 0), 0);
-  if (l == NULL) return;
-  CHECK_INT(ms_connect(e.cli, ms_listener_address(l), hc_cli_connected, &cli, NULL), 0);
-  WAIT(&e.loop, cli.closed, 1, "half-close client done");
-  WAIT(&e.loop, srv.closed, 1, "half-close server done");
-  CHECK_INT(srv.eof, 1);
-  CHECK_INT(srv.got_at_eof, HC_REQ); /* EOF only after all the data */
-  CHECK(!srv.bad);
-  CHECK_INT(srv.err, 0);
-  if (mode == 0) CHECK_INT(srv.shut_status, 0);
-  CHECK_INT(cli.shut_done, 1);
-  CHECK_INT(cli.shut_status, 0);
-  CHECK_INT(cli.got, HC_REPLY);
-  CHECK(!cli.bad);
-  CHECK_INT(cli.ends, 1);
-  CHECK_INT(cli.end, want_end);
-  if (cli.end != want_end)
-    fprintf(stderr, "half-close over %s mode %d: ended with %s\n", listen_addr,
-            mode, ms_err_name(cli.end));
-  close_listener(&e, l);
+  tu_half_close(&e.loop, e.srv, e.cli, listen_addr, mode, want_end, WAIT_MS,
+                hc_not_writable);
   env_done(&e);
-  free(req);
-  free(reply);
 }
 
 static void test_half_close(void) {
@@ -660,8 +339,8 @@ static void test_refused(void) {
   char a[128], hostport[64];
   snprintf(a, sizeof a, "net:127.0.0.1:%d", port);
   snprintf(hostport, sizeof hostport, "127.0.0.1:%d", port);
-  conn_res_t r;
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
   CHECK(!r.fired_in_call);
   WAIT(&e.loop, r.done, 1, "refused connect");
   CHECK_INT(r.status, UV_ECONNREFUSED);
@@ -673,7 +352,7 @@ static void test_refused(void) {
   char dir[64];
   snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
   snprintf(a, sizeof a, "unix:%s/nobody.sock", dir);
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "unix ENOENT connect");
   CHECK_INT(r.status, UV_ENOENT);
   CHECK_HAS(r.reason, "nobody.sock");
@@ -723,9 +402,9 @@ static void test_bad_addresses(void) {
   for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
     const bad_t *t = &table[i];
     if (t->dial) {
-      conn_res_t r;
+      tu_conn_t r;
       uint64_t t0 = tu_now_ms();
-      CHECK_INT(connect_to(e.cli, t->addr, &r, NULL), 0);
+      CHECK_INT(tu_connect(e.cli, t->addr, &r, NULL), 0);
       CHECK(!r.fired_in_call);
       WAIT(&e.loop, r.done, 1, t->addr);
       CHECK_INT(r.status, t->dial);
@@ -738,13 +417,13 @@ static void test_bad_addresses(void) {
     if (t->listen) {
       ms_listener_t *l = NULL;
       char reason[512] = "";
-      accept_t acc = {0};
-      int rc = ms_listen(e.srv, t->addr, on_accept, &acc, &l, reason, sizeof reason);
+      tu_accept_t acc = {0};
+      int rc = ms_listen(e.srv, t->addr, tu_on_accept, &acc, &l, reason, sizeof reason);
       CHECK_INT(rc, t->listen);
       CHECK_HAS(reason, t->word);
       if (rc != t->listen)
         fprintf(stderr, "  listen \"%s\": %s (%s)\n", t->addr, ms_err_name(rc), reason);
-      if (rc == 0) close_listener(&e, l);
+      if (rc == 0) tu_close_listener(&e.loop, l, WAIT_MS);
     }
   }
   /* shs listen address naming a key: it must be our own */
@@ -753,37 +432,38 @@ static void test_bad_addresses(void) {
     ms_keypair_generate(&other);
     char a[256], reason[512] = "";
     ms_listener_t *l = NULL;
-    accept_t acc = {0};
+    tu_accept_t acc = {0};
     snprintf(a, sizeof a, "net:127.0.0.1:0~shs:%s", tu_b64(other.public_key));
-    CHECK_INT(ms_listen(e.srv, a, on_accept, &acc, &l, reason, sizeof reason), MS_EKEY);
+    CHECK_INT(ms_listen(e.srv, a, tu_on_accept, &acc, &l, reason, sizeof reason), MS_EKEY);
     CHECK_HAS(reason, "key");
     snprintf(a, sizeof a, "net:127.0.0.1:0~shs:%s", key);
-    CHECK_INT(ms_listen(e.srv, a, on_accept, &acc, &l, reason, sizeof reason), 0);
+    CHECK_INT(ms_listen(e.srv, a, tu_on_accept, &acc, &l, reason, sizeof reason), 0);
     if (l) {
       CHECK_HAS(ms_listener_address(l), key);
-      expect_ok(&e, ms_listener_address(l), &acc, "connect to an shs:OWNKEY listener");
-      close_listener(&e, l);
+      expect_ok(&e, ms_listener_address(l), &acc, NULL,
+                "connect to an shs:OWNKEY listener");
+      tu_close_listener(&e.loop, l, WAIT_MS);
     }
   }
   /* ms_connect argument errors come back directly, with no callback. */
-  CHECK_INT(ms_connect(e.cli, NULL, on_conn, NULL, NULL), MS_EINVAL);
+  CHECK_INT(ms_connect(e.cli, NULL, tu_on_conn, NULL, NULL), MS_EINVAL);
   CHECK_INT(ms_connect(e.cli, "net:127.0.0.1:1", NULL, NULL, NULL), MS_EINVAL);
 
   /* All or none: the second stack fails, the first must not stay open. */
-  accept_t acc = {0};
+  tu_accept_t acc = {0};
   ms_listener_t *busy = NULL, *l = NULL;
-  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0", on_accept, &acc, &busy, NULL, 0), 0);
+  busy = tu_listen_ok(e.srv, "net:127.0.0.1:0", tu_on_accept, &acc);
   if (busy) {
     char a[256], reason[512] = "";
     snprintf(a, sizeof a, "net:127.0.0.1:0;%s", ms_listener_address(busy));
-    int rc = ms_listen(e.srv, a, on_accept, &acc, &l, reason, sizeof reason);
+    int rc = ms_listen(e.srv, a, tu_on_accept, &acc, &l, reason, sizeof reason);
     CHECK_INT(rc, UV_EADDRINUSE);
     CHECK_HAS(reason, "stack 2");
     snprintf(a, sizeof a, "net:127.0.0.1:0;foo:bar");
-    rc = ms_listen(e.srv, a, on_accept, &acc, &l, reason, sizeof reason);
+    rc = ms_listen(e.srv, a, tu_on_accept, &acc, &l, reason, sizeof reason);
     CHECK_INT(rc, MS_EPROTO_UNKNOWN);
     CHECK_HAS(reason, "foo");
-    close_listener(&e, busy);
+    tu_close_listener(&e.loop, busy, WAIT_MS);
   }
   CHECK_INT(acc.n, 0);
   env_done(&e);
@@ -792,47 +472,29 @@ static void test_bad_addresses(void) {
 static void test_fallback(void) {
   env_t e;
   env_init(&e, NULL, NULL);
-  accept_t acc = {0};
-  ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0", on_accept, &acc, &l, NULL, 0), 0);
+  tu_accept_t acc = {0};
+  ms_listener_t *l = tu_listen_ok(e.srv, "net:127.0.0.1:0", tu_on_accept, &acc);
   if (l == NULL) return;
   const char *live = ms_listener_address(l);
   int p1 = tu_closed_port(), p2 = tu_closed_port();
   char a[512];
-  conn_res_t r;
+  tu_conn_t r;
 
   snprintf(a, sizeof a, "net:127.0.0.1:%d;%s", p1, live);
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
-  WAIT(&e.loop, r.done, 1, "fallback to the live port");
-  CHECK_INT(r.status, 0);
-  if (r.s) CHECK_STR(ms_stream_address(r.s), live);
-  WAIT(&e.loop, acc.n, 1, "accept");
-  ms_stream_t *v[2] = {r.s, acc.s[0]};
-  close_streams(&e, v, 2);
+  expect_ok(&e, a, &acc, live, "fallback to the live port");
 
   snprintf(a, sizeof a, "ws://x:1;%s", live);
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
-  WAIT(&e.loop, r.done, 1, "skip unknown protocol");
-  CHECK_INT(r.status, 0);
-  if (r.s) CHECK_STR(ms_stream_address(r.s), live);
-  WAIT(&e.loop, acc.n, 2, "accept");
-  ms_stream_t *w[2] = {r.s, acc.s[1]};
-  close_streams(&e, w, 2);
+  expect_ok(&e, a, &acc, live, "skip unknown protocol");
 
   /* A malformed stack (port 0) is skipped too. */
   snprintf(a, sizeof a, "net:127.0.0.1:0;%s", live);
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
-  WAIT(&e.loop, r.done, 1, "skip malformed");
-  CHECK_INT(r.status, 0);
-  WAIT(&e.loop, acc.n, 3, "accept");
-  ms_stream_t *x[2] = {r.s, acc.s[2]};
-  close_streams(&e, x, 2);
+  expect_ok(&e, a, &acc, NULL, "skip malformed");
 
   char n1[32], n2[32];
   snprintf(n1, sizeof n1, "127.0.0.1:%d", p1);
   snprintf(n2, sizeof n2, "127.0.0.1:%d", p2);
   snprintf(a, sizeof a, "net:127.0.0.1:%d;ws://x:1;net:127.0.0.1:%d", p1, p2);
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "all dead");
   CHECK_INT(r.status, MS_EALLFAILED);
   CHECK_HAS(r.reason, n1);
@@ -844,12 +506,12 @@ static void test_fallback(void) {
   CHECK(r.s == NULL);
 
   /* All alternatives unknown. */
-  CHECK_INT(connect_to(e.cli, "ws://x:1;onion:abc.onion:1", &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, "ws://x:1;onion:abc.onion:1", &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "all unknown");
   CHECK_INT(r.status, MS_EALLFAILED);
   CHECK_HAS(r.reason, "onion");
 
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
@@ -900,43 +562,39 @@ static void authorize(const uint8_t remote_key[32], ms_authorize_t *req, void *a
   }
 }
 
-typedef struct {
-  ms_connect_t *req;
-} cancel_arg_t;
-
-static void cancel_now(void *arg) { ms_connect_cancel(((cancel_arg_t *)arg)->req); }
+/* An env whose server calls the authorize hook (and authorize_free) with au;
+ * a non-zero handshake_ms replaces the server's handshake timeout. */
+static void env_init_auth(env_t *e, auth_t *au, unsigned handshake_ms) {
+  ms_options_t so;
+  tu_opts_default(&so);
+  so.authorize = authorize;
+  so.authorize_arg = au;
+  so.authorize_free = auth_free_cb;
+  if (handshake_ms) so.handshake_timeout_ms = handshake_ms;
+  env_init(e, &so, NULL);
+}
 
 static void test_cancel(void) {
-  ms_options_t so, co;
-  opts_default(&so);
-  opts_default(&co);
   auth_t au = {.mode = AUTH_NEVER};
-  so.authorize = authorize;
-  so.authorize_arg = &au;
-  so.authorize_free = auth_free_cb;
-  so.handshake_timeout_ms = 300;
   env_t e;
-  env_init(&e, &so, &co);
+  env_init_auth(&e, &au, 300);
   tu_lerr_t lerr = {0};
-  accept_t acc = {0};
+  tu_accept_t acc = {0};
   ms_listener_t *l = NULL, *plain = NULL;
-  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0~shs", on_accept, &acc, &l, NULL, 0), 0);
-  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0", on_accept, &acc, &plain, NULL, 0), 0);
+  l = tu_listen_ok(e.srv, "net:127.0.0.1:0~shs", tu_on_accept, &acc);
+  plain = tu_listen_ok(e.srv, "net:127.0.0.1:0", tu_on_accept, &acc);
   if (!l || !plain) return;
   ms_listener_on_error(l, tu_on_listen_error, &lerr);
   char dir[64], ua[128];
   snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
   snprintf(ua, sizeof ua, "unix:%s/c.sock", dir);
-  ms_listener_t *ul = NULL;
-  CHECK_INT(ms_listen(e.srv, ua, on_accept, &acc, &ul, NULL, 0), 0);
+  ms_listener_t *ul = tu_listen_ok(e.srv, ua, tu_on_accept, &acc);
 
   /* (a) right after ms_connect */
-  conn_res_t r;
+  tu_conn_t r;
   ms_connect_t *req = NULL;
-  CHECK_INT(connect_to(e.cli, ms_listener_address(plain), &r, &req), 0);
-  r.in_call = true;
-  ms_connect_cancel(req);
-  r.in_call = false;
+  CHECK_INT(tu_connect(e.cli, ms_listener_address(plain), &r, &req), 0);
+  tu_cancel(&r, req);
   WAIT(&e.loop, r.done, 1, "cancel right away");
   CHECK_INT(r.status, MS_ECANCELED);
   CHECK(r.s == NULL);
@@ -945,9 +603,9 @@ static void test_cancel(void) {
   /* (b) while the transport dials (cancel queued behind the dial start) */
   const char *dial_addrs[3] = {ms_listener_address(plain), "net:localhost:1", ua};
   for (int i = 0; i < 3; i++) {
-    cancel_arg_t ca;
-    CHECK_INT(connect_to(e.cli, dial_addrs[i], &r, &ca.req), 0);
-    CHECK_INT(ms_call(e.cli, cancel_now, &ca), 0);
+    tu_cancel_arg_t ca;
+    CHECK_INT(tu_connect(e.cli, dial_addrs[i], &r, &ca.req), 0);
+    CHECK_INT(ms_call(e.cli, tu_cancel_now, &ca), 0);
     WAIT(&e.loop, r.done, 1, "cancel while dialing");
     CHECK_INT(r.status, MS_ECANCELED);
     if (r.status != MS_ECANCELED) fprintf(stderr, "  dial %s: %s\n", dial_addrs[i], ms_err_name(r.status));
@@ -955,17 +613,15 @@ static void test_cancel(void) {
   }
   tu_sleep_loop(&e.loop, 50);
   /* Whatever got accepted meanwhile is closed again. */
-  close_streams(&e, acc.s, acc.n);
+  tu_close_streams(&e.loop, acc.s, acc.n, WAIT_MS);
   acc.n = 0;
 
   /* (c) during the handshake: the server's authorize hook never answers */
-  CHECK_INT(connect_to(e.cli, ms_listener_address(l), &r, &req), 0);
+  CHECK_INT(tu_connect(e.cli, ms_listener_address(l), &r, &req), 0);
   WAIT(&e.loop, au.calls, 1, "authorize hook called");
   CHECK(memcmp(au.key, ms_keys(e.cli)->public_key, 32) == 0);
   CHECK_INT(r.done, 0);
-  r.in_call = true;
-  ms_connect_cancel(req);
-  r.in_call = false;
+  tu_cancel(&r, req);
   CHECK(!r.fired_in_call); /* as with every other cancel: later, on the loop */
   WAIT(&e.loop, r.done, 1, "cancel during handshake");
   CHECK_INT(r.status, MS_ECANCELED);
@@ -984,18 +640,18 @@ static void test_cancel(void) {
 
   /* (d) listener closed while a handshake waits for authorize */
   au.calls = 0;
-  CHECK_INT(connect_to(e.cli, ms_listener_address(l), &r, &req), 0);
+  CHECK_INT(tu_connect(e.cli, ms_listener_address(l), &r, &req), 0);
   WAIT(&e.loop, au.calls, 1, "authorize hook called");
   int before = lerr.count;
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   WAIT(&e.loop, r.done, 1, "client sees the hang-up");
   CHECK_INT(r.status, MS_EHANDSHAKE);
   CHECK_INT(lerr.count, before); /* a cancel is not an error */
   ms_authorize_done(au.held, false, NULL);
   au.held = NULL;
 
-  close_listener(&e, plain);
-  close_listener(&e, ul);
+  tu_close_listener(&e.loop, plain, WAIT_MS);
+  tu_close_listener(&e.loop, ul, WAIT_MS);
   CHECK_INT(acc.n, 0);
   env_done(&e);
   tu_rmtree(dir);
@@ -1005,40 +661,20 @@ static void test_cancel(void) {
 /* 9. shs: wrong keys, authorize                                            */
 /* ======================================================================== */
 
-/* Connect and expect success; close both ends. */
-static void expect_ok(env_t *e, const char *addr, accept_t *acc, const char *what) {
-  conn_res_t r;
-  int n = acc->n;
-  CHECK_INT(connect_to(e->cli, addr, &r, NULL), 0);
-  WAIT(&e->loop, r.done, 1, what);
-  CHECK_INT(r.status, 0);
-  if (r.status) fprintf(stderr, "  %s: %s\n", what, r.reason);
-  WAIT(&e->loop, acc->n, n + 1, what);
-  ms_stream_t *v[2] = {r.s, acc->n > n ? acc->s[n] : NULL};
-  close_streams(e, v, 2);
-}
-
 static void test_shs_failures(void) {
   /* server with an authorize hook we steer per case */
-  ms_options_t so, co;
-  opts_default(&so);
-  opts_default(&co);
   auth_t au = {.mode = AUTH_ACCEPT};
-  so.authorize = authorize;
-  so.authorize_arg = &au;
-  so.authorize_free = auth_free_cb;
   env_t e;
-  env_init(&e, &so, &co);
+  env_init_auth(&e, &au, 0);
   uv_timer_init(&e.loop, &au.timer);
   au.timer.data = &au;
   tu_lerr_t lerr = {0};
-  accept_t acc = {0};
-  ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0~shs", on_accept, &acc, &l, NULL, 0), 0);
+  tu_accept_t acc = {0};
+  ms_listener_t *l = tu_listen_ok(e.srv, "net:127.0.0.1:0~shs", tu_on_accept, &acc);
   if (l == NULL) return;
   ms_listener_on_error(l, tu_on_listen_error, &lerr);
   const char *good = ms_listener_address(l);
-  conn_res_t r;
+  tu_conn_t r;
 
   /* wrong server key */
   ms_keypair_t other;
@@ -1046,7 +682,7 @@ static void test_shs_failures(void) {
   char bad[256];
   int port = atoi(good + strlen("net:127.0.0.1:"));
   snprintf(bad, sizeof bad, "net:127.0.0.1:%d~shs:%s", port, tu_b64(other.public_key));
-  CHECK_INT(connect_to(e.cli, bad, &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, bad, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "wrong server key");
   CHECK_INT(r.status, MS_EHANDSHAKE);
   CHECK_HAS(r.reason, "shs");
@@ -1055,19 +691,19 @@ static void test_shs_failures(void) {
   CHECK_INT(lerr.last_status, MS_EHANDSHAKE);
   CHECK_STR(lerr.last_stack, good);
   CHECK_INT(au.calls, 0);
-  expect_ok(&e, good, &acc, "good connection after a wrong key");
+  expect_ok(&e, good, &acc, NULL, "good connection after a wrong key");
   CHECK_INT(au.calls, 1);
 
   /* wrong app key: a client on another network */
   {
     ms_options_t o2;
-    opts_default(&o2);
+    tu_opts_default(&o2);
     uint8_t app[32];
     randombytes_buf(app, sizeof app);
     o2.app_key = app;
     ms_t *other_net;
     CHECK_INT(ms_new_on_loop(&other_net, &e.loop, &o2), 0);
-    CHECK_INT(connect_to(other_net, good, &r, NULL), 0);
+    CHECK_INT(tu_connect(other_net, good, &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "wrong app key");
     CHECK_INT(r.status, MS_EHANDSHAKE);
     CHECK_HAS(r.reason, "app key");
@@ -1075,13 +711,13 @@ static void test_shs_failures(void) {
     CHECK_INT(lerr.last_status, MS_EHANDSHAKE);
     tu_sleep_loop(&e.loop, 50); /* its failed stream finishes closing */
     CHECK_INT(ms_delete(other_net), 0);
-    expect_ok(&e, good, &acc, "good connection after a wrong app key");
+    expect_ok(&e, good, &acc, NULL, "good connection after a wrong app key");
   }
 
   /* authorize rejects */
   au.mode = AUTH_REJECT;
   au.calls = 0;
-  CHECK_INT(connect_to(e.cli, good, &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, good, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "rejected client");
   CHECK(r.status == MS_EHANDSHAKE || r.status == MS_EUNAUTHORIZED);
   CHECK(r.reason[0] != '\0');
@@ -1095,7 +731,7 @@ static void test_shs_failures(void) {
   au.mode = AUTH_ACCEPT;
   au.value = &token;
   int n = acc.n;
-  CHECK_INT(connect_to(e.cli, good, &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, good, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "accepted client");
   CHECK_INT(r.status, 0);
   WAIT(&e.loop, acc.n, n + 1, "accept");
@@ -1103,7 +739,7 @@ static void test_shs_failures(void) {
   if (r.s) CHECK(ms_stream_auth(r.s) == NULL);
   ms_stream_t *v[2] = {r.s, acc.n > n ? acc.s[n] : NULL};
   CHECK_INT(au.frees, 0); /* held while the stream lives */
-  close_streams(&e, v, 2);
+  tu_close_streams(&e.loop, v, 2, WAIT_MS);
   CHECK_INT(au.frees, 1); /* handed back after its close callback */
   CHECK(au.last_freed == &token);
 
@@ -1113,7 +749,7 @@ static void test_shs_failures(void) {
   au.value = &token2;
   n = acc.n;
   uint64_t t0 = tu_now_ms();
-  CHECK_INT(connect_to(e.cli, good, &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, good, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "async-authorized client");
   CHECK_INT(r.status, 0);
   CHECK(r.at - t0 >= 90);
@@ -1123,8 +759,6 @@ static void test_shs_failures(void) {
   if (r.s && acc.n > n) {
     tu_echo_t echo = {0};
     tu_echo_on_connection(acc.s[n], &echo);
-    hc_cli_t dummy;
-    (void)dummy;
     ms_buf_t b = {"ping", 4};
     CHECK_INT(ms_stream_write(r.s, &b, 1, NULL, NULL), 0);
     CHECK_INT(ms_stream_shutdown(r.s, NULL, NULL), 0);
@@ -1139,7 +773,7 @@ static void test_shs_failures(void) {
   CHECK(au.last_freed == &token2);
 
   uv_close((uv_handle_t *)&au.timer, NULL);
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
@@ -1180,16 +814,16 @@ static void raw_closed(uv_handle_t *h) { ((raw_t *)h->data)->closed++; }
 
 static void test_timeouts(void) {
   ms_options_t so, co;
-  opts_default(&so);
-  opts_default(&co);
+  tu_opts_default(&so);
+  tu_opts_default(&co);
   so.handshake_timeout_ms = 300;
   co.handshake_timeout_ms = 300;
   env_t e;
   env_init(&e, &so, &co);
   tu_lerr_t lerr = {0};
-  accept_t acc = {0};
+  tu_accept_t acc = {0};
   ms_listener_t *l = NULL, *plain = NULL;
-  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0~shs", on_accept, &acc, &l, NULL, 0), 0);
+  l = tu_listen_ok(e.srv, "net:127.0.0.1:0~shs", tu_on_accept, &acc);
   if (l == NULL) return;
   ms_listener_on_error(l, tu_on_listen_error, &lerr);
 
@@ -1215,14 +849,14 @@ static void test_timeouts(void) {
   CHECK_INT(acc.n, 0);
 
   /* client side: a plain TCP server that accepts and never answers */
-  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0", on_accept, &acc, &plain, NULL, 0), 0);
+  plain = tu_listen_ok(e.srv, "net:127.0.0.1:0", tu_on_accept, &acc);
   if (plain) {
     char a[256];
     snprintf(a, sizeof a, "%s~shs:%s", ms_listener_address(plain),
              tu_b64(ms_keys(e.srv)->public_key));
-    conn_res_t r;
+    tu_conn_t r;
     t0 = tu_now_ms();
-    CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+    CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "client handshake timeout");
     dt = r.at - t0;
     CHECK_INT(r.status, MS_ETIMEDOUT);
@@ -1230,10 +864,10 @@ static void test_timeouts(void) {
     CHECK(dt >= 250 && dt < 5000);
     CHECK(r.s == NULL);
     WAIT(&e.loop, acc.n, 1, "plain accept");
-    close_streams(&e, acc.s, acc.n);
-    close_listener(&e, plain);
+    tu_close_streams(&e.loop, acc.s, acc.n, WAIT_MS);
+    tu_close_listener(&e.loop, plain, WAIT_MS);
   }
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
@@ -1262,10 +896,10 @@ static void test_unix_files(void) {
   struct stat st;
   CHECK(stat(p1, &st) == 0 && S_ISSOCK(st.st_mode));
 
-  accept_t acc = {0};
+  tu_accept_t acc = {0};
   ms_listener_t *l1 = NULL, *l2 = NULL, *l3 = NULL;
-  CHECK_INT(ms_listen(e.srv, a1, on_accept, &acc, &l1, reason, sizeof reason), 0);
-  CHECK_INT(ms_listen(e.srv, a2, on_accept, &acc, &l2, reason, sizeof reason), 0);
+  CHECK_INT(ms_listen(e.srv, a1, tu_on_accept, &acc, &l1, reason, sizeof reason), 0);
+  CHECK_INT(ms_listen(e.srv, a2, tu_on_accept, &acc, &l2, reason, sizeof reason), 0);
   CHECK(stat(p1, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600);
   CHECK(stat(p2, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600);
   if (!l1 || !l2) return;
@@ -1273,11 +907,12 @@ static void test_unix_files(void) {
   CHECK_STR(ms_listener_address(l2), a2);
   /* a live socket is not taken over */
   reason[0] = '\0';
-  CHECK_INT(ms_listen(e.srv, a1, on_accept, &acc, &l3, reason, sizeof reason), UV_EADDRINUSE);
+  CHECK_INT(ms_listen(e.srv, a1, tu_on_accept, &acc, &l3, reason, sizeof reason),
+            UV_EADDRINUSE);
   CHECK_HAS(reason, "listening");
   /* The liveness probe reached the live listener as a connection: close it. */
   WAIT(&e.loop, acc.n, 1, "probe connection");
-  close_streams(&e, acc.s, acc.n);
+  tu_close_streams(&e.loop, acc.s, acc.n, WAIT_MS);
   acc.n = 0;
   /* nor is a regular file */
   char p3[128], a3[160];
@@ -1286,13 +921,14 @@ static void test_unix_files(void) {
   FILE *f = fopen(p3, "w");
   if (f) fclose(f);
   reason[0] = '\0';
-  CHECK_INT(ms_listen(e.srv, a3, on_accept, &acc, &l3, reason, sizeof reason), UV_EEXIST);
+  CHECK_INT(ms_listen(e.srv, a3, tu_on_accept, &acc, &l3, reason, sizeof reason),
+            UV_EEXIST);
   CHECK_HAS(reason, "not a socket");
   CHECK(access(p3, F_OK) == 0);
 
-  expect_ok(&e, a1, &acc, "unix connect one");
-  expect_ok(&e, a2, &acc, "unix connect two");
-  expect_ok(&e, a1, &acc, "unix connect one again");
+  expect_ok(&e, a1, &acc, NULL, "unix connect one");
+  expect_ok(&e, a2, &acc, NULL, "unix connect two");
+  expect_ok(&e, a1, &acc, NULL, "unix connect one again");
 
   /* a path with the separators in it: escaped when printed, round-trips */
   {
@@ -1300,22 +936,22 @@ static void test_unix_files(void) {
     snprintf(p4, sizeof p4, "%s/we:ird;na~me!.sock", dir);
     snprintf(want, sizeof want, "unix:%s/we!:ird!;na!~me!!.sock", dir);
     ms_listener_t *l4 = NULL;
-    CHECK_INT(ms_listen(e.srv, want, on_accept, &acc, &l4, reason, sizeof reason), 0);
+    CHECK_INT(ms_listen(e.srv, want, tu_on_accept, &acc, &l4, reason, sizeof reason), 0);
     CHECK(access(p4, F_OK) == 0);
     if (l4) {
       CHECK_STR(ms_listener_address(l4), want);
       int n = acc.n;
-      expect_ok(&e, ms_listener_address(l4), &acc, "unix path with separators");
+      expect_ok(&e, ms_listener_address(l4), &acc, NULL, "unix path with separators");
       CHECK_INT(acc.n, n + 1);
-      close_listener(&e, l4);
+      tu_close_listener(&e.loop, l4, WAIT_MS);
     }
     CHECK(access(p4, F_OK) != 0);
   }
 
-  close_listener(&e, l1);
+  tu_close_listener(&e.loop, l1, WAIT_MS);
   CHECK(access(p1, F_OK) != 0);
   CHECK(access(p2, F_OK) == 0);
-  close_listener(&e, l2);
+  tu_close_listener(&e.loop, l2, WAIT_MS);
   CHECK(access(p2, F_OK) != 0);
   env_done(&e);
   tu_rmtree(dir);
@@ -1351,12 +987,11 @@ static void wc_closed(ms_stream_t *s, void *arg) {
 static void close_with_queued_writes(const char *listen_addr) {
   env_t e;
   env_init(&e, NULL, NULL);
-  accept_t acc = {0};
-  ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(e.srv, listen_addr, on_accept, &acc, &l, NULL, 0), 0);
+  tu_accept_t acc = {0};
+  ms_listener_t *l = tu_listen_ok(e.srv, listen_addr, tu_on_accept, &acc);
   if (!l) return;
-  conn_res_t r;
-  CHECK_INT(connect_to(e.cli, ms_listener_address(l), &r, NULL), 0);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, ms_listener_address(l), &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "connect");
   WAIT(&e.loop, acc.n, 1, "accept");
   if (r.s) {
@@ -1386,8 +1021,8 @@ static void close_with_queued_writes(const char *listen_addr) {
     CHECK(!w.closed_before_all_writes);
     free(buf);
   }
-  close_streams(&e, acc.s, acc.n);
-  close_listener(&e, l);
+  tu_close_streams(&e.loop, acc.s, acc.n, WAIT_MS);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
@@ -1403,27 +1038,27 @@ static void test_close_semantics(void) {
 static void test_run_default(void) {
   ms_t *ms;
   ms_options_t o;
-  opts_default(&o);
+  tu_opts_default(&o);
   CHECK_INT(ms_new(&ms, &o), 0);
   /* A connect is the only work: ms_run must carry it to its callback. */
   char a[64];
   snprintf(a, sizeof a, "net:127.0.0.1:%d", tu_closed_port());
-  conn_res_t r;
-  CHECK_INT(connect_to(ms, a, &r, NULL), 0);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(ms, a, &r, NULL), 0);
   CHECK(tu_drain(ms_loop(ms), 10000));
   CHECK_INT(r.done, 1);
   CHECK_INT(r.status, UV_ECONNREFUSED);
   /* Closing a listener is the only work: ms_run must finish it, and then
    * the multiserver is empty. */
   ms_listener_t *l = NULL;
-  accept_t acc = {0};
+  tu_accept_t acc = {0};
   int closed = 0;
-  CHECK_INT(ms_listen(ms, "net:127.0.0.1:0", on_accept, &acc, &l, NULL, 0), 0);
+  l = tu_listen_ok(ms, "net:127.0.0.1:0", tu_on_accept, &acc);
   if (l) ms_listener_close(l, tu_on_listener_closed, &closed);
   CHECK(tu_drain(ms_loop(ms), 10000));
   CHECK_INT(closed, 1);
   /* A failed listen cleans up by itself too. */
-  CHECK_INT(ms_listen(ms, "net:127.0.0.1:0;foo:x", on_accept, &acc, &l, NULL, 0),
+  CHECK_INT(ms_listen(ms, "net:127.0.0.1:0;foo:x", tu_on_accept, &acc, &l, NULL, 0),
             MS_EPROTO_UNKNOWN);
   CHECK(tu_drain(ms_loop(ms), 10000));
   CHECK_INT(ms_delete(ms), 0);
@@ -1437,7 +1072,6 @@ typedef struct {
   ms_t *ms;
   ms_listener_t *l;
   tu_echo_t echo;
-  bulk_t *unused;
   uv_mutex_t mu;
   uv_cond_t cv;
   int stage;
@@ -1514,7 +1148,7 @@ static void test_thread(void) {
   uv_mutex_init(&t.mu);
   uv_cond_init(&t.cv);
   ms_options_t o;
-  opts_default(&o);
+  tu_opts_default(&o);
   CHECK_INT(ms_new(&t.ms, &o), 0);
   CHECK_INT(ms_thread_start(t.ms), 0);
   CHECK_INT(ms_call(t.ms, th_start, &t), 0);
@@ -1581,11 +1215,10 @@ static void write_edges_over(const char *listen_addr) {
   env_t e;
   env_init(&e, NULL, NULL);
   tu_echo_t echo = {0};
-  ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(e.srv, listen_addr, tu_echo_on_connection, &echo, &l, NULL, 0), 0);
+  ms_listener_t *l = tu_listen_ok(e.srv, listen_addr, tu_echo_on_connection, &echo);
   if (!l) return;
-  conn_res_t r;
-  CHECK_INT(connect_to(e.cli, ms_listener_address(l), &r, NULL), 0);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, ms_listener_address(l), &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "connect");
   if (r.s) {
     ew_t w = {0};
@@ -1635,7 +1268,7 @@ static void write_edges_over(const char *listen_addr) {
     CHECK(c.len == wl && memcmp(c.got, want, wl) == 0);
   }
   WAIT(&e.loop, echo.closed, 1, "echo close");
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
@@ -1736,8 +1369,7 @@ static void early_over(const char *listen_addr, bool pause_each) {
   uint8_t *data = malloc(EARLY_LEN);
   randombytes_buf(data, EARLY_LEN);
   greeter_t g = {.data = data, .len = EARLY_LEN};
-  ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(e.srv, listen_addr, greeter_accept, &g, &l, NULL, 0), 0);
+  ms_listener_t *l = tu_listen_ok(e.srv, listen_addr, greeter_accept, &g);
   if (!l) return;
   reader_t r;
   memset(&r, 0, sizeof r);
@@ -1755,7 +1387,7 @@ static void early_over(const char *listen_addr, bool pause_each) {
   CHECK(!r.bad);
   if (pause_each) CHECK(r.pauses > 3); /* at least 5 x 64 KiB reads */
   uv_close((uv_handle_t *)&r.timer, NULL);
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
   free(data);
 }
@@ -1773,7 +1405,7 @@ static void test_early_and_pause(void) {
 
 static void test_connect_timeout(void) {
   ms_options_t co;
-  opts_default(&co);
+  tu_opts_default(&co);
   co.connect_timeout_ms = 300;
   env_t e;
   env_init(&e, NULL, &co);
@@ -1799,9 +1431,9 @@ static void test_connect_timeout(void) {
   char a[256], hang[64];
   snprintf(hang, sizeof hang, "net:127.0.0.1:%d", port);
 
-  conn_res_t r;
+  tu_conn_t r;
   uint64_t t0 = tu_now_ms();
-  CHECK_INT(connect_to(e.cli, hang, &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, hang, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "connect timeout");
   CHECK_INT(r.status, MS_ETIMEDOUT);
   CHECK_HAS(r.reason, "timed out");
@@ -1809,29 +1441,26 @@ static void test_connect_timeout(void) {
   CHECK(r.at - t0 >= 250 && r.at - t0 < 5000);
 
   /* a timeout falls back to the next alternative */
-  accept_t acc = {0};
-  ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0", on_accept, &acc, &l, NULL, 0), 0);
+  tu_accept_t acc = {0};
+  ms_listener_t *l = tu_listen_ok(e.srv, "net:127.0.0.1:0", tu_on_accept, &acc);
   if (l) {
     snprintf(a, sizeof a, "%s;%s", hang, ms_listener_address(l));
-    CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+    CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "fallback after timeout");
     CHECK_INT(r.status, 0);
     CHECK_HAS(r.reason, "");
     WAIT(&e.loop, acc.n, 1, "accept");
     ms_stream_t *v[2] = {r.s, acc.s[0]};
-    close_streams(&e, v, 2);
-    close_listener(&e, l);
+    tu_close_streams(&e.loop, v, 2, WAIT_MS);
+    tu_close_listener(&e.loop, l, WAIT_MS);
   }
 
   /* cancel while the TCP connect hangs */
   ms_connect_t *req;
-  CHECK_INT(connect_to(e.cli, hang, &r, &req), 0);
+  CHECK_INT(tu_connect(e.cli, hang, &r, &req), 0);
   tu_sleep_loop(&e.loop, 50);
   CHECK_INT(r.done, 0);
-  r.in_call = true;
-  ms_connect_cancel(req);
-  r.in_call = false;
+  tu_cancel(&r, req);
   CHECK(!r.fired_in_call);
   WAIT(&e.loop, r.done, 1, "cancel a hanging connect");
   CHECK_INT(r.status, MS_ECANCELED);
@@ -1850,18 +1479,13 @@ static void test_localhost(void) {
   env_t e;
   env_init(&e, NULL, NULL);
   tu_echo_t echo = {0};
-  ms_listener_t *l = NULL;
-  char reason[256] = "";
-  CHECK_INT(ms_listen(e.srv, "net:localhost:0~noauth", tu_echo_on_connection, &echo,
-                      &l, reason, sizeof reason), 0);
-  if (!l) {
-    fprintf(stderr, "listen localhost: %s\n", reason);
-    return;
-  }
+  ms_listener_t *l =
+      tu_listen_ok(e.srv, "net:localhost:0~noauth", tu_echo_on_connection, &echo);
+  if (!l) return;
   CHECK(strncmp(ms_listener_address(l), "net:localhost:", 14) == 0);
   CHECK_HAS(ms_listener_address(l), "~noauth");
-  conn_res_t r;
-  CHECK_INT(connect_to(e.cli, ms_listener_address(l), &r, NULL), 0);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, ms_listener_address(l), &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "connect localhost");
   CHECK_INT(r.status, 0);
   if (r.status) fprintf(stderr, "  localhost: %s\n", r.reason);
@@ -1880,7 +1504,7 @@ static void test_localhost(void) {
     CHECK_INT(c.end, MS_EOF);
   }
   WAIT(&e.loop, echo.closed, 1, "echo close");
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
@@ -1892,20 +1516,19 @@ static void test_outlive_listener(void) {
   env_t e;
   env_init(&e, NULL, NULL);
   tu_echo_t echo = {0};
-  ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0~shs", tu_echo_on_connection, &echo, &l,
-                      NULL, 0), 0);
+  ms_listener_t *l =
+      tu_listen_ok(e.srv, "net:127.0.0.1:0~shs", tu_echo_on_connection, &echo);
   if (!l) return;
   char addr[256];
   snprintf(addr, sizeof addr, "%s", ms_listener_address(l));
-  conn_res_t r;
-  CHECK_INT(connect_to(e.cli, addr, &r, NULL), 0);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, addr, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "connect");
   WAIT(&e.loop, echo.accepted, 1, "accept");
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   /* new connections are refused now */
-  conn_res_t r2;
-  CHECK_INT(connect_to(e.cli, addr, &r2, NULL), 0);
+  tu_conn_t r2;
+  CHECK_INT(tu_connect(e.cli, addr, &r2, NULL), 0);
   WAIT(&e.loop, r2.done, 1, "connect to a closed listener");
   CHECK_INT(r2.status, UV_ECONNREFUSED);
   /* the accepted stream still works; its multiserver is not empty */
@@ -1931,9 +1554,8 @@ static void test_outlive_listener(void) {
 static void test_shs_seed(void) {
   env_t e;
   env_init(&e, NULL, NULL);
-  accept_t acc = {0};
-  ms_listener_t *l = NULL;
-  CHECK_INT(ms_listen(e.srv, "net:127.0.0.1:0~shs", on_accept, &acc, &l, NULL, 0), 0);
+  tu_accept_t acc = {0};
+  ms_listener_t *l = tu_listen_ok(e.srv, "net:127.0.0.1:0~shs", tu_on_accept, &acc);
   if (!l) return;
   uint8_t seed[32];
   randombytes_buf(seed, sizeof seed);
@@ -1942,8 +1564,8 @@ static void test_shs_seed(void) {
   char a[300], seed64[64];
   snprintf(seed64, sizeof seed64, "%s", tu_b64(seed));
   snprintf(a, sizeof a, "%s:%s", ms_listener_address(l), seed64);
-  conn_res_t r;
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "connect with a seed");
   CHECK_INT(r.status, 0);
   WAIT(&e.loop, acc.n, 1, "accept");
@@ -1953,20 +1575,15 @@ static void test_shs_seed(void) {
     CHECK(k && memcmp(k, ms_keys(e.cli)->public_key, 32) != 0);
   }
   ms_stream_t *v[2] = {r.s, acc.s[0]};
-  close_streams(&e, v, 2);
-  close_listener(&e, l);
+  tu_close_streams(&e.loop, v, 2, WAIT_MS);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
 /* ======================================================================== */
 
-typedef struct {
-  const char *name;
-  void (*fn)(void);
-} test_t;
-
 int main(int argc, char **argv) {
-  const test_t tests[] = {
+  const tu_test_t tests[] = {
       {"three_stacks", test_three_stacks},
       {"concurrent", test_concurrent},
       {"bulk", test_bulk},
@@ -1989,18 +1606,6 @@ int main(int argc, char **argv) {
       {"shs_seed", test_shs_seed},
   };
   if (sodium_init() < 0) return 1;
-  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-    if (argc > 1) {
-      bool want = false;
-      for (int k = 1; k < argc; k++)
-        if (strcmp(argv[k], tests[i].name) == 0) want = true;
-      if (!want) continue;
-    }
-    int f0 = mst_fail;
-    uint64_t t0 = tu_now_ms();
-    tests[i].fn();
-    fprintf(stderr, "%-16s %s (%llu ms)\n", tests[i].name,
-            mst_fail == f0 ? "ok" : "FAILED", (unsigned long long)(tu_now_ms() - t0));
-  }
+  tu_run_tests(tests, sizeof tests / sizeof tests[0], argc, argv);
   return mst_done("multiserver");
 }

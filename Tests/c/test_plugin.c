@@ -25,19 +25,6 @@
 
 #define WAIT_MS 10000
 
-#define CHECK_HAS(hay, needle)                                                 \
-  do {                                                                         \
-    const char *mst_h = (hay), *mst_n = (needle);                              \
-    if (mst_h && mst_n && strcasestr(mst_h, mst_n)) {                          \
-      mst_pass++;                                                              \
-    } else {                                                                   \
-      mst_fail++;                                                              \
-      fprintf(stderr, "%s:%d: CHECK failed: \"%s\" contains \"%s\"\n",         \
-              __FILE__, __LINE__, mst_h ? mst_h : "(null)",                    \
-              mst_n ? mst_n : "(null)");                                       \
-    }                                                                          \
-  } while (0)
-
 #define WAIT(loop, counter, target, what) \
   CHECK(tu_wait((loop), &(counter), (target), WAIT_MS, (what)))
 
@@ -754,12 +741,6 @@ typedef struct {
   xor_stats_t xs;
 } env_t;
 
-static void opts_default(ms_options_t *o) {
-  ms_options_init(o);
-  o->handshake_timeout_ms = 5000;
-  o->connect_timeout_ms = 5000;
-}
-
 static void env_register(env_t *e, ms_t *ms) {
   CHECK_INT(ms_register(ms, &mem_proto, &e->net), 0);
   CHECK_INT(ms_register(ms, &xor_proto, &e->xs), 0);
@@ -767,7 +748,7 @@ static void env_register(env_t *e, ms_t *ms) {
 
 static void env_init(env_t *e, const ms_options_t *so, const ms_options_t *co) {
   ms_options_t d;
-  opts_default(&d);
+  tu_opts_default(&d);
   memset(e, 0, sizeof *e);
   CHECK_INT(uv_loop_init(&e->loop), 0);
   e->net.loop = &e->loop;
@@ -790,224 +771,25 @@ static void env_done(env_t *e) {
   CHECK_INT(uv_loop_close(&e->loop), 0);
 }
 
-/* ---- recorders ---------------------------------------------------------- */
-
-typedef struct {
-  int done;
-  int status;
-  char reason[2048];
-  ms_stream_t *s;
-  bool in_call;
-  bool fired_in_call;
-} conn_res_t;
-
-static void on_conn(ms_stream_t *s, int status, const char *reason, void *arg) {
-  conn_res_t *r = arg;
-  r->done++;
-  r->status = status;
-  r->s = s;
-  if (r->in_call) r->fired_in_call = true;
-  snprintf(r->reason, sizeof r->reason, "%s", reason ? reason : "");
-}
-
-static int connect_to(ms_t *ms, const char *addr, conn_res_t *r,
-                      ms_connect_t **req) {
-  memset(r, 0, sizeof *r);
-  r->in_call = true;
-  int rc = ms_connect(ms, addr, on_conn, r, req);
-  r->in_call = false;
-  return rc;
-}
-
-typedef struct {
-  int n;
-  ms_stream_t *s[16];
-} accept_t;
-
-static void on_accept(ms_stream_t *s, void *arg) {
-  accept_t *a = arg;
-  if (a->n < 16)
-    a->s[a->n++] = s;
-  else
-    ms_stream_close(s, NULL, NULL);
-}
-
-static void close_listener(env_t *e, ms_listener_t *l) {
-  int closed = 0;
-  ms_listener_close(l, tu_on_listener_closed, &closed);
-  CHECK_INT(closed, 0);
-  WAIT(&e->loop, closed, 1, "listener close callback");
-}
-
-static void close_streams(env_t *e, ms_stream_t **v, int n) {
-  int closed = 0, want = 0;
-  for (int i = 0; i < n; i++)
-    if (v[i]) {
-      ms_stream_close(v[i], tu_on_stream_closed, &closed);
-      want++;
-    }
-  CHECK_INT(closed, 0);
-  WAIT(&e->loop, closed, want, "stream close callbacks");
-}
-
-static ms_listener_t *listen_ok(ms_t *ms, const char *addr, ms_connection_cb cb,
-                                void *arg) {
-  ms_listener_t *l = NULL;
-  char reason[512] = "";
-  int rc = ms_listen(ms, addr, cb, arg, &l, reason, sizeof reason);
-  CHECK_INT(rc, 0);
-  if (rc != 0) fprintf(stderr, "  listen %s: %s (%s)\n", addr, ms_err_name(rc), reason);
-  return rc == 0 ? l : NULL;
-}
-
 /* ---- bulk echo client ---------------------------------------------------- */
 
 #define BULK (1024u * 1024)
-#define BULK_CHUNK (64u * 1024)
 
 static uint8_t *bulk_data;
 
-typedef struct {
-  size_t total;
-  size_t high_water;
-  ms_stream_t *s;
-  size_t sent, recvd;
-  crypto_generichash_state h;
-  bool mismatch;
-  int status;
-  int done;
-  int eof;
-  int drains;
-  int write_errors;
-  int shut_status;
-  bool shut;
-  size_t max_queue;
-  char address[512];
-  bool has_key;
-  uint8_t remote_key[32];
-  bool is_server;
-} bulk_t;
-
-static void bulk_closed(ms_stream_t *s, void *arg) {
-  (void)s;
-  ((bulk_t *)arg)->done++;
-}
-
-static void bulk_written(ms_stream_t *s, int status, void *arg) {
-  (void)s;
-  if (status != 0) ((bulk_t *)arg)->write_errors++;
-}
-
-static void bulk_shut(ms_stream_t *s, int status, void *arg) {
-  (void)s;
-  ((bulk_t *)arg)->shut_status = status;
-}
-
-static void bulk_pump(bulk_t *b) {
-  while (b->sent < b->total && ms_stream_writable(b->s)) {
-    size_t n = b->total - b->sent < BULK_CHUNK ? b->total - b->sent : BULK_CHUNK;
-    ms_buf_t buf = {bulk_data + b->sent, n};
-    int rc = ms_stream_write(b->s, &buf, 1, bulk_written, b);
-    if (rc != 0) {
-      b->status = rc;
-      ms_stream_close(b->s, bulk_closed, b);
-      return;
-    }
-    b->sent += n;
-    size_t q = ms_stream_write_queue_size(b->s);
-    if (q > b->max_queue) b->max_queue = q;
-  }
-  if (b->sent == b->total && !b->shut) {
-    b->shut = true;
-    b->shut_status = 1;
-    int rc = ms_stream_shutdown(b->s, bulk_shut, b);
-    if (rc != 0) b->status = rc;
-  }
-}
-
-static void bulk_drain(ms_stream_t *s, void *arg) {
-  (void)s;
-  bulk_t *b = arg;
-  b->drains++;
-  bulk_pump(b);
-}
-
-static void bulk_read(ms_stream_t *s, int status, const uint8_t *data,
-                      size_t len, void *arg) {
-  bulk_t *b = arg;
-  if (status == 0) {
-    if (b->recvd + len > b->total || memcmp(data, bulk_data + b->recvd, len) != 0)
-      b->mismatch = true;
-    crypto_generichash_update(&b->h, data, len);
-    b->recvd += len;
-    return;
-  }
-  if (status == MS_EOF)
-    b->eof++;
-  else
-    b->status = status;
-  ms_stream_close(s, bulk_closed, b);
-}
-
-static void bulk_connected(ms_stream_t *s, int status, const char *reason,
-                           void *arg) {
-  bulk_t *b = arg;
-  b->status = status;
-  if (status != 0) {
-    fprintf(stderr, "  bulk connect: %s\n", reason);
-    b->done++;
-    return;
-  }
-  b->s = s;
-  snprintf(b->address, sizeof b->address, "%s", ms_stream_address(s));
-  b->is_server = ms_stream_is_server(s);
-  if (ms_stream_remote_key(s)) {
-    b->has_key = true;
-    memcpy(b->remote_key, ms_stream_remote_key(s), 32);
-  }
-  if (b->high_water) ms_stream_set_high_water(s, b->high_water);
-  ms_stream_on_drain(s, bulk_drain, b);
-  ms_stream_read_start(s, bulk_read, b);
-  bulk_pump(b);
-}
-
 /* Echo `total` bytes of bulk_data through addr (an echo listener) and check
- * everything a clean round trip implies. */
+ * everything a clean round trip implies; with a high-water mark, that it
+ * engaged and held. */
 static void bulk_echo(env_t *e, const char *addr, size_t total, size_t high_water,
-                      tu_echo_t *echo, bulk_t *b) {
-  memset(b, 0, sizeof *b);
-  b->total = total;
-  b->high_water = high_water;
-  crypto_generichash_init(&b->h, NULL, 0, 32);
-  int closed0 = echo->closed, acc0 = echo->accepted, eof0 = echo->eof;
-  size_t bytes0 = echo->bytes;
-  uint64_t t0 = tu_now_ms();
-  CHECK_INT(ms_connect(e->cli, addr, bulk_connected, b, NULL), 0);
-  CHECK(tu_wait(&e->loop, &b->done, 1, 60000, addr));
-  uint8_t got[32], want[32];
-  crypto_generichash_final(&b->h, got, sizeof got);
-  crypto_generichash(want, sizeof want, bulk_data, total, NULL, 0);
-  fprintf(stderr, "  %zu KiB echo over %-60.60s %4llu ms, max queue %zu, %d drains\n",
-          total / 1024, addr, (unsigned long long)(tu_now_ms() - t0), b->max_queue,
-          b->drains);
-  CHECK_INT(b->status, 0);
-  CHECK_INT(b->eof, 1);
-  CHECK_INT(b->sent, total);
-  CHECK_INT(b->recvd, total);
-  CHECK(!b->mismatch);
-  CHECK_MEM(got, want, 32);
-  CHECK_INT(b->write_errors, 0);
-  CHECK_INT(b->shut_status, 0);
+                      tu_echo_t *echo, tu_bulk_t *b) {
+  const tu_bulk_cfg_t cfg = {.data = bulk_data,
+                             .total = total,
+                             .high_water = high_water,
+                             .queue_limit = high_water,
+                             .timeout_ms = 60000,
+                             .close_timeout_ms = WAIT_MS};
+  tu_bulk_echo(&e->loop, e->cli, addr, &cfg, echo, b);
   CHECK(!b->is_server);
-  if (high_water) {
-    CHECK(b->drains > 0);                          /* backpressure engaged */
-    CHECK(b->max_queue <= high_water + BULK_CHUNK); /* and was respected */
-  }
-  CHECK(tu_wait(&e->loop, &echo->closed, closed0 + 1, WAIT_MS, "echo side close"));
-  CHECK_INT(echo->accepted, acc0 + 1);
-  CHECK_INT(echo->eof, eof0 + 1);
-  CHECK_INT(echo->errors, 0);
-  CHECK_INT(echo->bytes - bytes0, total);
 }
 
 /* ======================================================================== */
@@ -1059,8 +841,8 @@ static void test_registration(void) {
   CHECK_INT(ms_register(NULL, &mem_proto, NULL), MS_EINVAL);
   char reason[512] = "";
   ms_listener_t *l = NULL;
-  accept_t acc = {0};
-  CHECK_INT(ms_listen(e.srv, "bad:x", on_accept, &acc, &l, reason, sizeof reason),
+  tu_accept_t acc = {0};
+  CHECK_INT(ms_listen(e.srv, "bad:x", tu_on_accept, &acc, &l, reason, sizeof reason),
             MS_EPROTO_UNKNOWN);
   CHECK_HAS(reason, "bad");
 
@@ -1084,13 +866,13 @@ static void test_registration(void) {
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     reason[0] = '\0';
     l = NULL;
-    int rc = ms_listen(e.srv, bad[i].addr, on_accept, &acc, &l, reason, sizeof reason);
+    int rc = ms_listen(e.srv, bad[i].addr, tu_on_accept, &acc, &l, reason, sizeof reason);
     CHECK_INT(rc, bad[i].rc);
     CHECK(l == NULL);
     if (rc != bad[i].rc) fprintf(stderr, "  listen %s: %s\n", bad[i].addr, ms_err_name(rc));
     CHECK_HAS(reason, bad[i].word);
-    conn_res_t r;
-    CHECK_INT(connect_to(e.cli, bad[i].addr, &r, NULL), 0);
+    tu_conn_t r;
+    CHECK_INT(tu_connect(e.cli, bad[i].addr, &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "connect to a bad address");
     CHECK_INT(r.status, bad[i].rc);
     CHECK_HAS(r.reason, bad[i].word);
@@ -1098,27 +880,28 @@ static void test_registration(void) {
   CHECK_INT(e.net.nlisten, 0);
 
   /* A name is taken once per net; ms_listen is all or none. */
-  l = listen_ok(e.srv, "mem:dup", on_accept, &acc);
+  l = tu_listen_ok(e.srv, "mem:dup", tu_on_accept, &acc);
   if (l) CHECK_STR(ms_listener_address(l), "mem:dup");
   ms_listener_t *l2 = NULL;
   reason[0] = '\0';
-  CHECK_INT(ms_listen(e.cli, "mem:dup", on_accept, &acc, &l2, reason, sizeof reason),
+  CHECK_INT(ms_listen(e.cli, "mem:dup", tu_on_accept, &acc, &l2, reason, sizeof reason),
             UV_EADDRINUSE);
   CHECK_HAS(reason, "already in use");
   reason[0] = '\0';
-  CHECK_INT(ms_listen(e.srv, "mem:x1;mem:x1", on_accept, &acc, &l2, reason, sizeof reason),
+  CHECK_INT(ms_listen(e.srv, "mem:x1;mem:x1", tu_on_accept, &acc, &l2, reason,
+                      sizeof reason),
             UV_EADDRINUSE);
   CHECK_HAS(reason, "stack 2");
   tu_sleep_loop(&e.loop, 20);
   CHECK_INT(e.net.nlisten, 1); /* the first mem:x1 was released again */
-  ms_listener_t *lx = listen_ok(e.srv, "mem:x1", on_accept, &acc);
+  ms_listener_t *lx = tu_listen_ok(e.srv, "mem:x1", tu_on_accept, &acc);
 
   /* Escaped names round-trip: the advertised form reaches the listener. */
-  ms_listener_t *lw = listen_ok(e.srv, "mem:we!:ird!;name", on_accept, &acc);
+  ms_listener_t *lw = tu_listen_ok(e.srv, "mem:we!:ird!;name", tu_on_accept, &acc);
   if (lw) {
     CHECK_STR(ms_listener_address(lw), "mem:we!:ird!;name");
-    conn_res_t r;
-    CHECK_INT(connect_to(e.cli, ms_listener_address(lw), &r, NULL), 0);
+    tu_conn_t r;
+    CHECK_INT(tu_connect(e.cli, ms_listener_address(lw), &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "connect to an escaped name");
     CHECK_INT(r.status, 0);
     WAIT(&e.loop, acc.n, 1, "accept on an escaped name");
@@ -1128,13 +911,13 @@ static void test_registration(void) {
       CHECK(ms_stream_is_server(acc.s[0]));
     }
     ms_stream_t *v[2] = {r.s, acc.n ? acc.s[0] : NULL};
-    close_streams(&e, v, 2);
+    tu_close_streams(&e.loop, v, 2, WAIT_MS);
     acc.n = 0;
   }
 
   /* Unknown name: UV_ECONNREFUSED with the transport's reason. */
-  conn_res_t r;
-  CHECK_INT(connect_to(e.cli, "mem:nobody", &r, NULL), 0);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, "mem:nobody", &r, NULL), 0);
   CHECK(!r.fired_in_call);
   WAIT(&e.loop, r.done, 1, "refused mem dial");
   CHECK_INT(r.status, UV_ECONNREFUSED);
@@ -1149,10 +932,10 @@ static void test_registration(void) {
     memset(&net2, 0, sizeof net2);
     net2.loop = &e.loop;
     ms_options_t o;
-    opts_default(&o);
+    tu_opts_default(&o);
     CHECK_INT(ms_new_on_loop(&other, &e.loop, &o), 0);
     CHECK_INT(ms_register(other, &mem_proto, &net2), 0);
-    CHECK_INT(connect_to(other, "mem:dup", &r, NULL), 0);
+    CHECK_INT(tu_connect(other, "mem:dup", &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "dial on another net");
     CHECK_INT(r.status, UV_ECONNREFUSED);
     tu_sleep_loop(&e.loop, 20);
@@ -1166,9 +949,9 @@ static void test_registration(void) {
   if (canon) CHECK_STR(canon, "mem:a~xor:5a");
   ms_free(canon);
 
-  if (l) close_listener(&e, l);
-  if (lx) close_listener(&e, lx);
-  if (lw) close_listener(&e, lw);
+  if (l) tu_close_listener(&e.loop, l, WAIT_MS);
+  if (lx) tu_close_listener(&e.loop, lx, WAIT_MS);
+  if (lw) tu_close_listener(&e.loop, lw, WAIT_MS);
   env_done(&e);
 }
 
@@ -1180,10 +963,10 @@ static void test_mem_echo(void) {
   env_t e;
   env_init(&e, NULL, NULL);
   tu_echo_t echo = {0};
-  ms_listener_t *l = listen_ok(e.srv, "mem:a", tu_echo_on_connection, &echo);
+  ms_listener_t *l = tu_listen_ok(e.srv, "mem:a", tu_echo_on_connection, &echo);
   if (l == NULL) return;
   CHECK_STR(ms_listener_address(l), "mem:a");
-  bulk_t b;
+  tu_bulk_t b;
   bulk_echo(&e, "mem:a", BULK, 256 * 1024, &echo, &b);
   CHECK_STR(b.address, "mem:a");
   CHECK(!b.has_key);
@@ -1197,7 +980,7 @@ static void test_mem_echo(void) {
   /* Small writes went through the request scratch. */
   bulk_echo(&e, "mem:a", 100, 0, &echo, &b);
   CHECK(e.net.inline_writes >= 2);
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
@@ -1249,12 +1032,12 @@ static void test_backpressure(void) {
   env_init(&e, NULL, NULL);
   const char *addrs[2] = {"mem:bp", "mem:bp~xor:a5"};
   for (int k = 0; k < 2; k++) {
-    accept_t acc = {0};
-    ms_listener_t *l = listen_ok(e.srv, addrs[k], on_accept, &acc);
+    tu_accept_t acc = {0};
+    ms_listener_t *l = tu_listen_ok(e.srv, addrs[k], tu_on_accept, &acc);
     if (l == NULL) return;
     e.net.tap_len = 0;
-    conn_res_t r;
-    CHECK_INT(connect_to(e.cli, addrs[k], &r, NULL), 0);
+    tu_conn_t r;
+    CHECK_INT(tu_connect(e.cli, addrs[k], &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "connect");
     WAIT(&e.loop, acc.n, 1, "accept");
     if (r.s == NULL || acc.n != 1) return;
@@ -1301,8 +1084,8 @@ static void test_backpressure(void) {
     WAIT(&e.loop, sr.ends, 1, "EOF");
     CHECK_INT(sr.end, MS_EOF);
     ms_stream_t *v[2] = {c, s};
-    close_streams(&e, v, 2);
-    close_listener(&e, l);
+    tu_close_streams(&e.loop, v, 2, WAIT_MS);
+    tu_close_listener(&e.loop, l, WAIT_MS);
   }
   env_done(&e);
 }
@@ -1315,10 +1098,10 @@ static void test_xor_echo(void) {
   env_t e;
   env_init(&e, NULL, NULL);
   tu_echo_t echo = {0};
-  ms_listener_t *l = listen_ok(e.srv, "mem:a~xor:5a", tu_echo_on_connection, &echo);
+  ms_listener_t *l = tu_listen_ok(e.srv, "mem:a~xor:5a", tu_echo_on_connection, &echo);
   if (l == NULL) return;
   CHECK_STR(ms_listener_address(l), "mem:a~xor:5a");
-  bulk_t b;
+  tu_bulk_t b;
   bulk_echo(&e, ms_listener_address(l), BULK, 256 * 1024, &echo, &b);
   CHECK_STR(b.address, "mem:a~xor:5a");
   CHECK_STR(echo.last_address, "mem:a~xor:5a");
@@ -1335,17 +1118,17 @@ static void test_xor_echo(void) {
   int inl = e.xs.inline_writes;
   bulk_echo(&e, ms_listener_address(l), 150, 0, &echo, &b);
   CHECK(e.xs.inline_writes >= inl + 2);
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
 
   /* A transform that sets nothing but what the plugin header asks for:
    * the library still reports what it promises about accepted streams
    * (ms_stream_is_server, ms_stream_stack). */
   e.xs.bare = true;
-  accept_t acc = {0};
-  l = listen_ok(e.srv, "mem:bare~xor:01", on_accept, &acc);
+  tu_accept_t acc = {0};
+  l = tu_listen_ok(e.srv, "mem:bare~xor:01", tu_on_accept, &acc);
   if (l) {
-    conn_res_t r;
-    CHECK_INT(connect_to(e.cli, "mem:bare~xor:01", &r, NULL), 0);
+    tu_conn_t r;
+    CHECK_INT(tu_connect(e.cli, "mem:bare~xor:01", &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "connect bare");
     WAIT(&e.loop, acc.n, 1, "accept bare");
     CHECK_INT(r.status, 0);
@@ -1355,8 +1138,8 @@ static void test_xor_echo(void) {
     }
     if (r.s) CHECK(!ms_stream_is_server(r.s));
     ms_stream_t *v[2] = {r.s, acc.n ? acc.s[0] : NULL};
-    close_streams(&e, v, 2);
-    close_listener(&e, l);
+    tu_close_streams(&e.loop, v, 2, WAIT_MS);
+    tu_close_listener(&e.loop, l, WAIT_MS);
   }
   e.xs.bare = false;
   env_done(&e);
@@ -1371,13 +1154,13 @@ static void test_mem_shs(void) {
   env_init(&e, NULL, NULL);
   tu_echo_t echo = {0};
   tu_lerr_t lerr = {0};
-  ms_listener_t *l = listen_ok(e.srv, "mem:b~shs", tu_echo_on_connection, &echo);
+  ms_listener_t *l = tu_listen_ok(e.srv, "mem:b~shs", tu_echo_on_connection, &echo);
   if (l == NULL) return;
   ms_listener_on_error(l, tu_on_listen_error, &lerr);
   char want[256];
   snprintf(want, sizeof want, "mem:b~shs:%s", tu_b64(ms_keys(e.srv)->public_key));
   CHECK_STR(ms_listener_address(l), want);
-  bulk_t b;
+  tu_bulk_t b;
   bulk_echo(&e, ms_listener_address(l), BULK, 256 * 1024, &echo, &b);
   CHECK_STR(b.address, want);
   CHECK(b.has_key && memcmp(b.remote_key, ms_keys(e.srv)->public_key, 32) == 0);
@@ -1390,11 +1173,11 @@ static void test_mem_shs(void) {
   CHECK(memmem(e.net.tap, e.net.tap_len, bulk_data, 32) == NULL);
 
   /* The server's view of the client key. */
-  accept_t acc = {0};
-  ms_listener_t *l2 = listen_ok(e.srv, "mem:b2~shs", on_accept, &acc);
+  tu_accept_t acc = {0};
+  ms_listener_t *l2 = tu_listen_ok(e.srv, "mem:b2~shs", tu_on_accept, &acc);
   if (l2) {
-    conn_res_t r;
-    CHECK_INT(connect_to(e.cli, ms_listener_address(l2), &r, NULL), 0);
+    tu_conn_t r;
+    CHECK_INT(tu_connect(e.cli, ms_listener_address(l2), &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "connect mem~shs");
     WAIT(&e.loop, acc.n, 1, "accept mem~shs");
     CHECK_INT(r.status, 0);
@@ -1405,8 +1188,8 @@ static void test_mem_shs(void) {
     }
     if (r.s) CHECK(!ms_stream_is_server(r.s));
     ms_stream_t *v[2] = {r.s, acc.n ? acc.s[0] : NULL};
-    close_streams(&e, v, 2);
-    close_listener(&e, l2);
+    tu_close_streams(&e.loop, v, 2, WAIT_MS);
+    tu_close_listener(&e.loop, l2, WAIT_MS);
   }
 
   /* Wrong server key: the handshake fails on both sides. */
@@ -1414,8 +1197,8 @@ static void test_mem_shs(void) {
   ms_keypair_generate(&other);
   char bad[256];
   snprintf(bad, sizeof bad, "mem:b~shs:%s", tu_b64(other.public_key));
-  conn_res_t r;
-  CHECK_INT(connect_to(e.cli, bad, &r, NULL), 0);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, bad, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "wrong server key");
   CHECK_INT(r.status, MS_EHANDSHAKE);
   CHECK_HAS(r.reason, "shs");
@@ -1425,7 +1208,7 @@ static void test_mem_shs(void) {
   CHECK_STR(lerr.last_stack, want);
   /* And a good one still works afterwards. */
   bulk_echo(&e, ms_listener_address(l), 1000, 0, &echo, &b);
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
@@ -1438,7 +1221,7 @@ static void test_mixed(void) {
   env_init(&e, NULL, NULL);
   tu_echo_t echo = {0};
   const char *la = "mem:c~xor:11~shs;net:127.0.0.1:0~xor:7f;net:127.0.0.1:0;mem:d~shs";
-  ms_listener_t *l = listen_ok(e.srv, la, tu_echo_on_connection, &echo);
+  ms_listener_t *l = tu_listen_ok(e.srv, la, tu_echo_on_connection, &echo);
   if (l == NULL) return;
   char **alts;
   size_t n = tu_split(ms_listener_address(l), &alts);
@@ -1455,7 +1238,7 @@ static void test_mixed(void) {
   CHECK(strncmp(alts[2], "net:127.0.0.1:", 14) == 0 && strchr(alts[2], '~') == NULL);
   CHECK_STR(alts[3], want3);
   for (size_t i = 0; i < n; i++) {
-    bulk_t b;
+    tu_bulk_t b;
     int wraps = e.xs.wraps;
     bulk_echo(&e, alts[i], 200 * 1024, 0, &echo, &b);
     CHECK_STR(b.address, alts[i]);
@@ -1469,7 +1252,7 @@ static void test_mixed(void) {
   /* Only the mem stacks used the mem net; the first was XORed below shs. */
   CHECK(e.net.c2s_bytes > 2 * 200 * 1024);
   tu_split_free(alts, n);
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
@@ -1480,16 +1263,16 @@ static void test_mixed(void) {
 static void test_fallback(void) {
   env_t e;
   env_init(&e, NULL, NULL);
-  accept_t acc = {0};
-  ms_listener_t *l = listen_ok(e.srv, "mem:d~shs", on_accept, &acc);
+  tu_accept_t acc = {0};
+  ms_listener_t *l = tu_listen_ok(e.srv, "mem:d~shs", tu_on_accept, &acc);
   if (l == NULL) return;
   const char *good = ms_listener_address(l);
   char a[1024];
 
   /* mem:nobody refuses; the second alternative connects. */
   snprintf(a, sizeof a, "mem:nobody;%s", good);
-  conn_res_t r;
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "fallback connect");
   CHECK_INT(r.status, 0);
   if (r.status) fprintf(stderr, "  fallback: %s\n", r.reason);
@@ -1500,21 +1283,21 @@ static void test_fallback(void) {
           memcmp(ms_stream_remote_key(r.s), ms_keys(e.srv)->public_key, 32) == 0);
   }
   ms_stream_t *v[2] = {r.s, acc.n ? acc.s[0] : NULL};
-  close_streams(&e, v, 2);
+  tu_close_streams(&e.loop, v, 2, WAIT_MS);
   acc.n = 0;
 
   /* Unknown protocols and malformed mem sections are skipped too. */
   snprintf(a, sizeof a, "nope:x;mem:;mem:nobody~xor:01;%s", good);
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "fallback past bad alternatives");
   CHECK_INT(r.status, 0);
   WAIT(&e.loop, acc.n, 1, "accept");
   ms_stream_t *v2[2] = {r.s, acc.n ? acc.s[0] : NULL};
-  close_streams(&e, v2, 2);
+  tu_close_streams(&e.loop, v2, 2, WAIT_MS);
   acc.n = 0;
 
   /* All fail: MS_EALLFAILED naming each. */
-  CHECK_INT(connect_to(e.cli, "mem:nobody;mem:nobody2", &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, "mem:nobody;mem:nobody2", &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "all alternatives fail");
   CHECK_INT(r.status, MS_EALLFAILED);
   CHECK_HAS(r.reason, "alternative 1: mem:nobody:");
@@ -1522,21 +1305,21 @@ static void test_fallback(void) {
 
   /* The same with the transport finishing inside dial(). */
   e.net.sync_dial = true;
-  CHECK_INT(connect_to(e.cli, "mem:nobody;mem:nobody2", &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, "mem:nobody;mem:nobody2", &r, NULL), 0);
   CHECK(!r.fired_in_call);
   WAIT(&e.loop, r.done, 1, "all alternatives fail (sync dial)");
   CHECK_INT(r.status, MS_EALLFAILED);
   CHECK_HAS(r.reason, "alternative 2: mem:nobody2:");
   snprintf(a, sizeof a, "mem:nobody;%s", good);
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
   CHECK(!r.fired_in_call);
   WAIT(&e.loop, r.done, 1, "fallback (sync dial)");
   CHECK_INT(r.status, 0);
   WAIT(&e.loop, acc.n, 1, "accept (sync dial)");
   ms_stream_t *v3[2] = {r.s, acc.n ? acc.s[0] : NULL};
-  close_streams(&e, v3, 2);
+  tu_close_streams(&e.loop, v3, 2, WAIT_MS);
   acc.n = 0;
-  CHECK_INT(connect_to(e.cli, "mem:nobody3", &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, "mem:nobody3", &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "refused (sync dial)");
   CHECK_INT(r.status, UV_ECONNREFUSED);
   e.net.sync_dial = false;
@@ -1545,14 +1328,14 @@ static void test_fallback(void) {
   ms_keypair_t other;
   ms_keypair_generate(&other);
   snprintf(a, sizeof a, "mem:d~shs:%s;%s", tu_b64(other.public_key), good);
-  CHECK_INT(connect_to(e.cli, a, &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "wrong key stops");
   CHECK_INT(r.status, MS_EHANDSHAKE);
   CHECK(strstr(r.reason, "alternative 2") == NULL);
   tu_sleep_loop(&e.loop, 30);
   CHECK_INT(acc.n, 0);
 
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);
 }
 
@@ -1560,138 +1343,19 @@ static void test_fallback(void) {
 /* 8. half-close                                                            */
 /* ======================================================================== */
 
-#define HC_REQ 200000
-#define HC_REPLY 300000
-
-typedef struct {
-  int mode; /* 0: reply, shutdown, close; 1: reply, close without shutdown */
-  size_t got, got_at_eof;
-  int eof, err, shut_status, closed;
-  bool bad;
-  const uint8_t *req, *reply;
-} hc_srv_t;
-
-static void hc_srv_closed(ms_stream_t *s, void *arg) {
+/* This suite's own check on the half-closing client: the shutdown callback
+ * never runs inside ms_stream_shutdown. */
+static void hc_shut_not_yet(ms_stream_t *s, const tu_shut_t *shut) {
   (void)s;
-  ((hc_srv_t *)arg)->closed++;
-}
-static void hc_srv_shut(ms_stream_t *s, int status, void *arg) {
-  hc_srv_t *h = arg;
-  h->shut_status = status;
-  ms_stream_close(s, hc_srv_closed, h);
-}
-static void hc_srv_written(ms_stream_t *s, int status, void *arg) {
-  hc_srv_t *h = arg;
-  if (status != 0) h->err = status;
-  if (h->mode == 1) ms_stream_close(s, hc_srv_closed, h);
-}
-static void hc_srv_read(ms_stream_t *s, int status, const uint8_t *data,
-                        size_t len, void *arg) {
-  hc_srv_t *h = arg;
-  if (status == 0) {
-    if (h->got + len > HC_REQ || memcmp(data, h->req + h->got, len) != 0) h->bad = true;
-    h->got += len;
-    return;
-  }
-  if (status != MS_EOF) {
-    h->err = status;
-    ms_stream_close(s, hc_srv_closed, h);
-    return;
-  }
-  h->eof++;
-  h->got_at_eof = h->got;
-  ms_buf_t b = {h->reply, HC_REPLY};
-  int rc = ms_stream_write(s, &b, 1, hc_srv_written, h);
-  if (rc == 0 && h->mode == 0) rc = ms_stream_shutdown(s, hc_srv_shut, h);
-  if (rc != 0) {
-    h->err = rc;
-    ms_stream_close(s, hc_srv_closed, h);
-  }
-}
-static void hc_accept(ms_stream_t *s, void *arg) {
-  ms_stream_read_start(s, hc_srv_read, arg);
-}
-
-typedef struct {
-  size_t got;
-  int end, ends, shut_status, shut_done, closed;
-  bool bad;
-  const uint8_t *req, *reply;
-} hc_cli_t;
-
-static void hc_cli_closed(ms_stream_t *s, void *arg) {
-  (void)s;
-  ((hc_cli_t *)arg)->closed++;
-}
-static void hc_cli_shut(ms_stream_t *s, int status, void *arg) {
-  (void)s;
-  hc_cli_t *h = arg;
-  h->shut_status = status;
-  h->shut_done++;
-}
-static void hc_cli_read(ms_stream_t *s, int status, const uint8_t *data,
-                        size_t len, void *arg) {
-  hc_cli_t *h = arg;
-  if (status == 0) {
-    if (h->got + len > HC_REPLY || memcmp(data, h->reply + h->got, len) != 0) h->bad = true;
-    h->got += len;
-    return;
-  }
-  h->end = status;
-  h->ends++;
-  ms_stream_close(s, hc_cli_closed, h);
-}
-static void hc_cli_connected(ms_stream_t *s, int status, const char *reason,
-                             void *arg) {
-  hc_cli_t *h = arg;
-  if (status != 0) {
-    fprintf(stderr, "  half-close connect: %s\n", reason);
-    h->end = status;
-    h->ends++;
-    h->closed++;
-    return;
-  }
-  ms_buf_t b = {h->req, HC_REQ};
-  CHECK_INT(ms_stream_write(s, &b, 1, NULL, NULL), 0);
-  CHECK_INT(ms_stream_shutdown(s, hc_cli_shut, h), 0);
-  CHECK_INT(ms_stream_write(s, &b, 1, NULL, NULL), MS_ESHUTDOWN);
-  CHECK_INT(ms_stream_shutdown(s, NULL, NULL), MS_ESHUTDOWN);
-  CHECK_INT(h->shut_done, 0); /* never from inside ms_stream_shutdown */
-  ms_stream_read_start(s, hc_cli_read, h);
+  CHECK_INT(shut->done, 0);
 }
 
 static void half_close_over(const char *listen_addr, int mode, int want_end) {
   env_t e;
   env_init(&e, NULL, NULL);
-  uint8_t *req = malloc(HC_REQ), *reply = malloc(HC_REPLY);
-  randombytes_buf(req, HC_REQ);
-  randombytes_buf(reply, HC_REPLY);
-  hc_srv_t srv = {.mode = mode, .req = req, .reply = reply};
-  hc_cli_t cli = {.req = req, .reply = reply};
-  ms_listener_t *l = listen_ok(e.srv, listen_addr, hc_accept, &srv);
-  if (l) {
-    CHECK_INT(ms_connect(e.cli, ms_listener_address(l), hc_cli_connected, &cli, NULL), 0);
-    WAIT(&e.loop, cli.closed, 1, "half-close client done");
-    WAIT(&e.loop, srv.closed, 1, "half-close server done");
-    CHECK_INT(srv.eof, 1);
-    CHECK_INT(srv.got_at_eof, HC_REQ); /* EOF only after all the data */
-    CHECK(!srv.bad);
-    CHECK_INT(srv.err, 0);
-    if (mode == 0) CHECK_INT(srv.shut_status, 0);
-    CHECK_INT(cli.shut_done, 1);
-    CHECK_INT(cli.shut_status, 0);
-    CHECK_INT(cli.got, HC_REPLY);
-    CHECK(!cli.bad);
-    CHECK_INT(cli.ends, 1);
-    CHECK_INT(cli.end, want_end);
-    if (cli.end != want_end)
-      fprintf(stderr, "  half-close over %s mode %d: ended with %s\n", listen_addr,
-              mode, ms_err_name(cli.end));
-    close_listener(&e, l);
-  }
+  tu_half_close(&e.loop, e.srv, e.cli, listen_addr, mode, want_end, WAIT_MS,
+                hc_shut_not_yet);
   env_done(&e);
-  free(req);
-  free(reply);
 }
 
 static void test_half_close(void) {
@@ -1722,16 +1386,10 @@ static void authorize_never(const uint8_t remote_key[32], ms_authorize_t *req,
   a->held = req;
 }
 
-typedef struct {
-  ms_connect_t *req;
-} cancel_arg_t;
-
-static void cancel_now(void *arg) { ms_connect_cancel(((cancel_arg_t *)arg)->req); }
-
 static void test_cancel(void) {
   ms_options_t so, co;
-  opts_default(&so);
-  opts_default(&co);
+  tu_opts_default(&so);
+  tu_opts_default(&co);
   auth_t au = {0};
   so.authorize = authorize_never;
   so.authorize_arg = &au;
@@ -1739,19 +1397,17 @@ static void test_cancel(void) {
   env_t e;
   env_init(&e, &so, &co);
   tu_lerr_t lerr = {0};
-  accept_t acc = {0};
-  ms_listener_t *l = listen_ok(e.srv, "mem:k~shs", on_accept, &acc);
+  tu_accept_t acc = {0};
+  ms_listener_t *l = tu_listen_ok(e.srv, "mem:k~shs", tu_on_accept, &acc);
   if (l == NULL) return;
   ms_listener_on_error(l, tu_on_listen_error, &lerr);
   const char *good = ms_listener_address(l);
 
   /* (a) right after ms_connect */
-  conn_res_t r;
+  tu_conn_t r;
   ms_connect_t *req = NULL;
-  CHECK_INT(connect_to(e.cli, good, &r, &req), 0);
-  r.in_call = true;
-  ms_connect_cancel(req);
-  r.in_call = false;
+  CHECK_INT(tu_connect(e.cli, good, &r, &req), 0);
+  tu_cancel(&r, req);
   WAIT(&e.loop, r.done, 1, "cancel right away");
   CHECK_INT(r.status, MS_ECANCELED);
   CHECK(r.s == NULL);
@@ -1759,12 +1415,12 @@ static void test_cancel(void) {
 
   /* (b) while the mem dial is pending: dial_cancel finishes it early */
   e.net.dial_delay_ms = 2000;
-  cancel_arg_t ca;
+  tu_cancel_arg_t ca;
   uint64_t t0 = tu_now_ms();
-  CHECK_INT(connect_to(e.cli, good, &r, &ca.req), 0);
+  CHECK_INT(tu_connect(e.cli, good, &r, &ca.req), 0);
   tu_sleep_loop(&e.loop, 20);
   CHECK_INT(e.net.dials, 1);
-  CHECK_INT(ms_call(e.cli, cancel_now, &ca), 0);
+  CHECK_INT(ms_call(e.cli, tu_cancel_now, &ca), 0);
   WAIT(&e.loop, r.done, 1, "cancel while dialing");
   CHECK_INT(r.status, MS_ECANCELED);
   CHECK(tu_now_ms() - t0 < 1500);
@@ -1774,13 +1430,11 @@ static void test_cancel(void) {
   CHECK_INT(au.calls, 0);
 
   /* (c) during the handshake: the server's authorize never answers */
-  CHECK_INT(connect_to(e.cli, good, &r, &req), 0);
+  CHECK_INT(tu_connect(e.cli, good, &r, &req), 0);
   WAIT(&e.loop, au.calls, 1, "authorize hook called");
   CHECK(memcmp(au.key, ms_keys(e.cli)->public_key, 32) == 0);
   CHECK_INT(r.done, 0);
-  r.in_call = true;
-  ms_connect_cancel(req);
-  r.in_call = false;
+  tu_cancel(&r, req);
   CHECK(!r.fired_in_call);
   WAIT(&e.loop, r.done, 1, "cancel during handshake");
   CHECK_INT(r.status, MS_ECANCELED);
@@ -1795,10 +1449,10 @@ static void test_cancel(void) {
 
   /* (d) listener closed while a handshake waits for authorize */
   au.calls = 0;
-  CHECK_INT(connect_to(e.cli, good, &r, &req), 0);
+  CHECK_INT(tu_connect(e.cli, good, &r, &req), 0);
   WAIT(&e.loop, au.calls, 1, "authorize hook called");
   int before = lerr.count;
-  close_listener(&e, l);
+  tu_close_listener(&e.loop, l, WAIT_MS);
   WAIT(&e.loop, r.done, 1, "client sees the hang-up");
   CHECK_INT(r.status, MS_EHANDSHAKE);
   CHECK_INT(lerr.count, before); /* a cancel is not an error */
@@ -1817,16 +1471,16 @@ static void test_close(void) {
   env_init(&e, NULL, NULL);
   const char *addrs[2] = {"mem:z", "mem:z~xor:01"};
   for (int k = 0; k < 2; k++) {
-    accept_t acc = {0};
-    ms_listener_t *l = listen_ok(e.srv, addrs[k], on_accept, &acc);
+    tu_accept_t acc = {0};
+    ms_listener_t *l = tu_listen_ok(e.srv, addrs[k], tu_on_accept, &acc);
     if (l == NULL) return;
 
     /* (a) the writer closes with writes queued (peer not reading): they
      * complete with MS_ECANCELED before the close callback; the peer,
      * reading later, sees a clean end (nothing of ours was left unread by
      * us) and gets none of the canceled bytes. */
-    conn_res_t r;
-    CHECK_INT(connect_to(e.cli, addrs[k], &r, NULL), 0);
+    tu_conn_t r;
+    CHECK_INT(tu_connect(e.cli, addrs[k], &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "connect");
     WAIT(&e.loop, acc.n, 1, "accept");
     if (r.s == NULL || acc.n != 1) return;
@@ -1851,12 +1505,12 @@ static void test_close(void) {
     CHECK_INT(wp.cbs, 0); /* completed inside write(), reported later */
     WAIT(&e.loop, wp.cbs, 1, "write to a closed peer");
     CHECK_INT(wp.last, UV_EPIPE);
-    close_streams(&e, acc.s, 1);
+    tu_close_streams(&e.loop, acc.s, 1, WAIT_MS);
     acc.n = 0;
 
     /* (b) the reader closes with unread data: the writer's pending writes
      * fail with a reset and its reader sees UV_ECONNRESET. */
-    CHECK_INT(connect_to(e.cli, addrs[k], &r, NULL), 0);
+    CHECK_INT(tu_connect(e.cli, addrs[k], &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "connect");
     WAIT(&e.loop, acc.n, 1, "accept");
     if (r.s == NULL || acc.n != 1) return;
@@ -1866,39 +1520,34 @@ static void test_close(void) {
     CHECK_INT(ms_stream_read_start(r.s, slow_read, &cr), 0);
     tu_sleep_loop(&e.loop, 20);
     CHECK_INT(wc2.cbs, 0);
-    close_streams(&e, acc.s, 1);
+    tu_close_streams(&e.loop, acc.s, 1, WAIT_MS);
     acc.n = 0;
     WAIT(&e.loop, wc2.cbs, 1, "pending write fails");
     CHECK_INT(wc2.last, UV_ECONNRESET);
     WAIT(&e.loop, cr.ends, 1, "reader sees the reset");
     CHECK_INT(cr.end, UV_ECONNRESET);
-    close_streams(&e, &r.s, 1);
+    tu_close_streams(&e.loop, &r.s, 1, WAIT_MS);
 
     /* (c) a shutdown still pending at close: its callback gets ECANCELED
      * (the base stream's doing) and the pipe is released. */
-    CHECK_INT(connect_to(e.cli, addrs[k], &r, NULL), 0);
+    CHECK_INT(tu_connect(e.cli, addrs[k], &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "connect");
     WAIT(&e.loop, acc.n, 1, "accept");
     if (r.s == NULL || acc.n != 1) return;
     CHECK_INT(ms_stream_write(r.s, &b, 1, NULL, NULL), 0);
-    hc_cli_t hs = {0};
-    CHECK_INT(ms_stream_shutdown(r.s, hc_cli_shut, &hs), 0);
+    tu_shut_t hs = {0};
+    CHECK_INT(ms_stream_shutdown(r.s, tu_on_shut, &hs), 0);
     ms_stream_t *v[2] = {r.s, acc.s[0]};
-    close_streams(&e, v, 2);
-    CHECK_INT(hs.shut_done, 1);
-    CHECK_INT(hs.shut_status, MS_ECANCELED);
+    tu_close_streams(&e.loop, v, 2, WAIT_MS);
+    CHECK_INT(hs.done, 1);
+    CHECK_INT(hs.status, MS_ECANCELED);
     acc.n = 0;
-    close_listener(&e, l);
+    tu_close_listener(&e.loop, l, WAIT_MS);
   }
   env_done(&e);
 }
 
 /* ======================================================================== */
-
-typedef struct {
-  const char *name;
-  void (*fn)(void);
-} test_t;
 
 /* ======================================================================== */
 /* sync: an implementation that finishes writes and shutdown inside the    */
@@ -1991,7 +1640,7 @@ static void test_sync_completion(void) {
 }
 
 int main(int argc, char **argv) {
-  const test_t tests[] = {
+  const tu_test_t tests[] = {
       {"registration", test_registration},
       {"mem_echo", test_mem_echo},
       {"backpressure", test_backpressure},
@@ -2007,19 +1656,7 @@ int main(int argc, char **argv) {
   if (sodium_init() < 0) return 1;
   bulk_data = malloc(BULK);
   randombytes_buf(bulk_data, BULK);
-  for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-    if (argc > 1) {
-      bool want = false;
-      for (int k = 1; k < argc; k++)
-        if (strcmp(argv[k], tests[i].name) == 0) want = true;
-      if (!want) continue;
-    }
-    int f0 = mst_fail;
-    uint64_t t0 = tu_now_ms();
-    tests[i].fn();
-    fprintf(stderr, "%-16s %s (%llu ms)\n", tests[i].name,
-            mst_fail == f0 ? "ok" : "FAILED", (unsigned long long)(tu_now_ms() - t0));
-  }
+  tu_run_tests(tests, sizeof tests / sizeof tests[0], argc, argv);
   free(bulk_data);
   return mst_done("plugin");
 }
