@@ -23,7 +23,6 @@ struct ms_connect_s {
   ms_t *ms;
   ms_addr_t *addr;
   size_t alt, nalts;
-  size_t tried;       /* alternatives that reached their transport */
   int last_status;
   ms_stack_t stack;
   ms_pdial_t pd;
@@ -146,7 +145,6 @@ static void next_alt(void *arg) {
     const ms_proto_entry_t *t = c->stack.protos[0];
     c->pd.c = c;
     c->pd.impl = NULL;
-    c->tried++;
     c->dialing = true;
     rc = t->proto->dial(&c->pd, &c->stack.secs[0], t->pdata);
     if (rc != 0) {
@@ -175,12 +173,9 @@ int ms_connect(ms_t *ms, const char *address, ms_connect_cb cb, void *arg,
   c->ms = ms;
   c->cb = cb;
   c->arg = arg;
-  ms_addr_error_t perr;
   void (*start)(void *) = next_alt;
-  if (ms_addr_parse(address, strlen(address), &c->addr, &perr) != 0) {
+  if (ms__addr_parse_reason(address, &c->addr, c->reasons, sizeof c->reasons) != 0) {
     c->addr = NULL;
-    ms__reason(c->reasons, sizeof c->reasons, "bad address at offset %zu: %s",
-               perr.offset, perr.message);
     start = parse_failed;
   } else {
     c->nalts = ms_addr_alternatives(c->addr);

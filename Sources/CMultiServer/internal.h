@@ -43,7 +43,6 @@ struct ms_s {
   ms_call_t *dhead, *dtail;
   uv_thread_t thread;
   bool thread_started;
-  bool join_requested;
   /* Streams, listeners and connects not yet finished: ms_delete refuses
    * while any are alive. */
   size_t live;
@@ -160,6 +159,11 @@ extern const ms_protocol_t ms__proto_unix;
 extern const ms_protocol_t ms__proto_noauth;
 
 #endif
+
+/* stack.c: parse an address, wording a grammar error as "bad address at
+ * offset N (alternative A, section S): what" for reason. */
+int ms__addr_parse_reason(const char *address, ms_addr_t **out, char *reason,
+                          size_t reason_len);
 
 /* stack.c: one ;-alternative resolved against the registry. Section views
  * point into the ms_addr_t, which must outlive the stack. */

@@ -91,6 +91,14 @@ void ms_plisten_closed(ms_plisten_t *pl) {
   maybe_free(l);
 }
 
+/* Hand a finished stream (transport's, or the top transform's) to the
+ * user, marked as accepted and labelled with its stack. */
+static void hand_over(ms_plisten_t *pl, ms_stream_t *s) {
+  ms_stream_set_server(s, true);
+  ms__stream_set_stack(s, pl->advertised);
+  pl->l->cb(s, pl->l->arg);
+}
+
 static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status,
                      const char *reason, void *arg) {
   ms_plisten_t *pl = arg;
@@ -98,11 +106,7 @@ static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status,
   if (pw->prev) pw->prev->next = pw->next; else l->chains = pw->next;
   if (pw->next) pw->next->prev = pw->prev;
   if (status == 0) {
-    /* The stream handed over is the top transform's, which need not have
-     * marked itself: ms_stream_is_server() is ours to guarantee. */
-    ms_stream_set_server(s, true);
-    ms__stream_set_stack(s, pl->advertised);
-    l->cb(s, l->arg);
+    hand_over(pl, s);
   } else if (status != MS_ECANCELED && l->ecb) {
     l->ecb(pl->advertised, status, reason, l->earg);
   }
@@ -117,8 +121,7 @@ void ms_plisten_incoming(ms_plisten_t *pl, ms_stream_t *s) {
     return;
   }
   if (pl->stack.nsec == 1) {
-    ms__stream_set_stack(s, pl->advertised);
-    l->cb(s, l->arg);
+    hand_over(pl, s);
     return;
   }
   ms_pwrap_t *pw = ms__chain_start(l->ms, &pl->stack, s, MS_ROLE_SERVER, on_chain, pl);
@@ -213,13 +216,9 @@ void ms_listener_close(ms_listener_t *l, ms_listener_close_cb cb, void *arg) {
 int ms_listen(ms_t *ms, const char *address, ms_connection_cb cb, void *arg,
               ms_listener_t **out, char *reason, size_t reason_len) {
   if (ms == NULL || address == NULL || cb == NULL || out == NULL) return MS_EINVAL;
-  ms_addr_error_t perr;
   ms_addr_t *a;
-  int rc = ms_addr_parse(address, strlen(address), &a, &perr);
-  if (rc != 0) {
-    ms__reason(reason, reason_len, "bad address at offset %zu: %s", perr.offset, perr.message);
-    return rc;
-  }
+  int rc = ms__addr_parse_reason(address, &a, reason, reason_len);
+  if (rc != 0) return rc;
   ms_listener_t *l = calloc(1, sizeof(*l));
   size_t n = ms_addr_alternatives(a);
   if (l == NULL || (l->pls = calloc(n, sizeof(*l->pls))) == NULL) {

@@ -58,6 +58,7 @@ typedef struct shs_conn_s {
   ms_box_t enc;
   ms_unbox_t dec;
   bool dec_ended;
+  int write_error; /* a lower write failed after sealing: writes are over */
   uint8_t goodbye[MS_BOX_GOODBYE_LEN];
   shs_buf_t *pool;
   size_t npool;
@@ -66,8 +67,7 @@ typedef struct shs_conn_s {
 /* Per-write state kept in the upper request's scratch space. */
 typedef struct {
   shs_conn_t *conn;
-  ms_write_req_t *upper_req;
-  shs_buf_t *buf;
+  shs_buf_t *buf; /* NULL for an empty write */
 } shs_wstate_t;
 
 _Static_assert(sizeof(shs_wstate_t) <= MS_WRITE_REQ_SCRATCH, "scratch too small");
@@ -192,31 +192,27 @@ static void on_lower_write(ms_stream_t *lower, int status, void *arg) {
 static int shs_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
                      unsigned nbufs) {
   shs_conn_t *c = ms_stream_impl(s);
+  if (c->write_error) return c->write_error;
   size_t need = 0;
   for (unsigned i = 0; i < nbufs; i++) need += ms_box_sealed_size(bufs[i].len);
-  if (need == 0) {
-    /* Empty writes send nothing, like the reference. Still complete through
-     * the lower stream, so the callback comes later and in order, as for
-     * every other write (never from inside ms_stream_write()). */
-    shs_wstate_t *w = ms_write_req_scratch(req);
-    w->conn = c;
-    w->upper_req = req;
-    w->buf = NULL;
-    return ms_stream_write(c->lower, NULL, 0, on_lower_write, req);
-  }
-  shs_buf_t *b = buf_get(c, need);
-  if (b == NULL) return MS_ENOMEM;
+  /* An empty write seals nothing (like the reference) but still completes
+   * through the lower stream, so in order with the writes before it. */
+  shs_buf_t *b = NULL;
   size_t off = 0;
-  for (unsigned i = 0; i < nbufs; i++)
-    off += ms_box_seal(&c->enc, b->data + off, bufs[i].base, bufs[i].len);
+  if (need) {
+    if ((b = buf_get(c, need)) == NULL) return MS_ENOMEM;
+    for (unsigned i = 0; i < nbufs; i++)
+      off += ms_box_seal(&c->enc, b->data + off, bufs[i].base, bufs[i].len);
+  }
   shs_wstate_t *w = ms_write_req_scratch(req);
   w->conn = c;
-  w->upper_req = req;
   w->buf = b;
-  ms_buf_t out = {b->data, off};
-  int rc = ms_stream_write(c->lower, &out, 1, on_lower_write, req);
-  if (rc != 0) {
-    /* The nonce has advanced: the session cannot continue after this. */
+  ms_buf_t out = {b ? b->data : NULL, off};
+  int rc = ms_stream_write(c->lower, &out, b ? 1 : 0, on_lower_write, req);
+  if (rc != 0 && b) {
+    /* The nonces have advanced past packets that never left: anything
+     * sealed later would fail at the peer, so this direction is over. */
+    c->write_error = rc;
     buf_put(c, b);
   }
   return rc;

@@ -177,6 +177,25 @@ void ms__chain_cancel(ms_pwrap_t *pw) {
   if (p->wrap_cancel) p->wrap_cancel(pw);
 }
 
+int ms__addr_parse_reason(const char *address, ms_addr_t **out, char *reason,
+                          size_t reason_len) {
+  ms_addr_error_t e;
+  int rc = ms_addr_parse(address, strlen(address), out, &e);
+  if (rc == MS_EADDRESS) {
+    char where[64] = "";
+    if (e.alternative >= 0 && e.section >= 0)
+      snprintf(where, sizeof where, " (alternative %d, section %d)",
+               e.alternative + 1, e.section + 1);
+    else if (e.alternative >= 0)
+      snprintf(where, sizeof where, " (alternative %d)", e.alternative + 1);
+    ms__reason(reason, reason_len, "bad address at offset %zu%s: %s", e.offset,
+               where, e.message);
+  } else if (rc != 0) {
+    ms__reason(reason, reason_len, "%s", ms_strerror(rc));
+  }
+  return rc;
+}
+
 /* ---- registry-free check of an address ----------------------------------- */
 
 extern const ms_protocol_t ms__proto_shs;
@@ -193,16 +212,8 @@ int ms_address_check(const char *address, bool listen, char **canonical,
                      char *reason, size_t reason_len) {
   if (address == NULL) return MS_EINVAL;
   ms_addr_t *a;
-  ms_addr_error_t perr;
-  int rc = ms_addr_parse(address, strlen(address), &a, &perr);
-  if (rc != 0) {
-    if (perr.alternative >= 0)
-      ms__reason(reason, reason_len, "bad address at offset %zu (alternative %d, section %d): %s",
-                 perr.offset, perr.alternative + 1, perr.section + 1, perr.message);
-    else
-      ms__reason(reason, reason_len, "bad address: %s", perr.message);
-    return rc;
-  }
+  int rc = ms__addr_parse_reason(address, &a, reason, reason_len);
+  if (rc != 0) return rc;
   int role = listen ? MS_ROLE_SERVER : MS_ROLE_CLIENT;
   for (size_t alt = 0; alt < ms_addr_alternatives(a) && rc == 0; alt++) {
     size_t n = ms_addr_sections(a, alt);

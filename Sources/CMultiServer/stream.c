@@ -302,8 +302,7 @@ void ms_stream_shutdown_done(ms_stream_t *s, int status) {
 
 /* ---- close ----------------------------------------------------------- */
 
-static void finish_close(void *arg) {
-  ms_stream_t *s = arg;
+static void finish_close(ms_stream_t *s) {
   ms_t *ms = s->ms;
   if (s->shut_state == MS_SHUT_WAIT || s->shut_state == MS_SHUT_RUNNING)
     ms_stream_shutdown_done(s, MS_ECANCELED);
