@@ -16,11 +16,15 @@ FUZZCC  ?= clang
 FUZZ_SECONDS ?= 20
 
 # Required flags live in MS_* so that `make CFLAGS=...` cannot drop them.
+# The C core is laid out by layer (docs/architecture.md): core/, wire/,
+# transports/, transforms/. Private headers live beside their .c files.
+MS_LAYERS  = core wire transports transforms
+MS_PRIV_INC = $(MS_LAYERS:%=-ISources/CMultiServer/%)
 MS_CFLAGS  = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -Wall -Wextra -Werror \
-             -Iinclude -ISources/CMultiServer $(shell pkg-config --cflags libuv libsodium zlib 2>/dev/null)
+             -Iinclude $(MS_PRIV_INC) $(shell pkg-config --cflags libuv libsodium zlib 2>/dev/null)
 MS_LIBS    = $(shell pkg-config --libs libuv libsodium zlib 2>/dev/null || echo -luv -lsodium -lz) -lpthread
 
-SRCS       = $(sort $(wildcard Sources/CMultiServer/*.c))
+SRCS       = $(sort $(foreach d,$(MS_LAYERS),$(wildcard Sources/CMultiServer/$(d)/*.c)))
 OBJS       = $(SRCS:Sources/CMultiServer/%.c=$(BUILD)/obj/%.o)
 CLI_SRCS   = $(sort $(wildcard Sources/MultiServerCLI/*.c))
 CLI_OBJS   = $(CLI_SRCS:Sources/MultiServerCLI/%.c=$(BUILD)/cli/%.o)
@@ -28,7 +32,7 @@ TEST_SRCS  = $(sort $(wildcard Tests/c/test_*.c))
 TEST_UTIL  = $(sort $(wildcard Tests/c/util_*.c))
 TEST_BINS  = $(TEST_SRCS:Tests/c/%.c=$(BUILD)/tests/%)
 FUZZ_SRCS  = $(sort $(wildcard Tests/fuzz/fuzz_*.c))
-HEADERS    = $(wildcard include/*.h) $(wildcard Sources/CMultiServer/*.h)
+HEADERS    = $(wildcard include/*.h) $(foreach d,$(MS_LAYERS),$(wildcard Sources/CMultiServer/$(d)/*.h))
 VERSION    = 0.1.0
 
 .PHONY: all lib cli tests test test-c test-cli test-asan fuzz install uninstall examples bench clean \
@@ -91,7 +95,7 @@ fuzz: $(FUZZ_SRCS:Tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 $(BUILD)/fuzz/%: Tests/fuzz/%.c $(SRCS) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(FUZZCC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -ISources/CMultiServer \
+	$(FUZZCC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $(MS_PRIV_INC) \
 	  -o $@ $< $(SRCS) $(MS_LIBS)
 
 install: lib

@@ -18,7 +18,13 @@ let package = Package(
         .target(
             name: "CMultiServer",
             path: "Sources/CMultiServer",
-            cSettings: [.define("_GNU_SOURCE")],
+            // Laid out by layer (docs/architecture.md); private headers sit
+            // beside their .c files.
+            cSettings: [
+                .define("_GNU_SOURCE"),
+                .headerSearchPath("core"),
+                .headerSearchPath("wire"),
+            ],
             linkerSettings: [
                 .linkedLibrary("uv"),
                 .linkedLibrary("sodium"),
@@ -43,8 +49,8 @@ let package = Package(
                 .define("_GNU_SOURCE"),
                 // The shs1-test subcommand drives the handshake core directly
                 // (shs_core.h is private to CMultiServer), as the Makefile's
-                // -ISources/CMultiServer does.
-                .headerSearchPath("../CMultiServer"),
+                // -ISources/CMultiServer/wire does.
+                .headerSearchPath("../CMultiServer/wire"),
             ]
         ),
         .testTarget(
