@@ -47,6 +47,10 @@ $(BUILD)/obj/%.o: Sources/CMultiServer/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(MS_CFLAGS) $(CFLAGS) -c $< -o $@
 
+# Protocols are written against the public headers (and the IO-free cores
+# in wire/) only, as a user's plugin is: their objects get no core/ path.
+$(BUILD)/obj/transports/%.o $(BUILD)/obj/transforms/%.o: MS_PRIV_INC = -ISources/CMultiServer/wire
+
 $(BUILD)/cli/%.o: Sources/MultiServerCLI/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(MS_CFLAGS) $(CFLAGS) -c $< -o $@

@@ -15,6 +15,7 @@
 #ifndef MULTISERVER_H
 #define MULTISERVER_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
@@ -32,11 +33,29 @@ extern "C" {
 #endif
 
 /* ------------------------------------------------------------------ */
+/* Version                                                             */
+/* ------------------------------------------------------------------ */
+
+#define MS_VERSION_MAJOR 0
+#define MS_VERSION_MINOR 2
+#define MS_VERSION_PATCH 0
+#define MS_VERSION_HEX \
+  ((MS_VERSION_MAJOR << 16) | (MS_VERSION_MINOR << 8) | MS_VERSION_PATCH)
+/* The version of the library linked at run time (MS_VERSION_HEX layout),
+ * and as text ("0.2.0"). */
+MS_EXTERN unsigned ms_version(void);
+MS_EXTERN const char *ms_version_string(void);
+
+/* ------------------------------------------------------------------ */
 /* Errors                                                              */
 /* ------------------------------------------------------------------ */
 
 /* Our own codes live in [-40099, -40000]; everything else is a libuv code
- * (negative errno, or UV_EAI_* for name resolution). */
+ * (negative errno, or UV_EAI_* for name resolution). Conditions libuv
+ * already names keep libuv's value, so one condition has one code:
+ * MS_EOF == UV_EOF, MS_ENOMEM == UV_ENOMEM, MS_EINVAL == UV_EINVAL,
+ * MS_ETIMEDOUT == UV_ETIMEDOUT, MS_ECANCELED == UV_ECANCELED,
+ * MS_EBUSY == UV_EBUSY, MS_ENOTSUP == UV_ENOTSUP. */
 #define MS_ERRNO_MAP(XX)                                                     \
   XX(EADDRESS, -40000, "malformed address")                                  \
   XX(EPROTO_UNKNOWN, -40001, "no known protocol for this address")           \
@@ -47,17 +66,12 @@ extern "C" {
   XX(EBOXHEADER, -40006, "box-stream: invalid header")                       \
   XX(EBOXBODY, -40007, "box-stream: invalid body")                           \
   XX(EHANGUP, -40008, "unexpected hang-up (stream ended without goodbye)")  \
-  XX(ETIMEDOUT, -40009, "timed out")                                         \
-  XX(ECANCELED, -40010, "operation canceled")                                \
   XX(ECLOSED, -40011, "stream is closed")                                    \
   XX(ESHUTDOWN, -40012, "write side already shut down")                      \
   XX(ENOAUTH_REMOTE, -40013, "noauth refused on a non-device stack")         \
   XX(EALLFAILED, -40014, "every alternative address failed")                 \
   XX(EFRAME, -40015, "malformed frame")                                      \
   XX(ESECRETFILE, -40016, "malformed secret file")                           \
-  XX(ENOMEM, -40017, "out of memory")                                        \
-  XX(EINVAL, -40018, "invalid argument")                                     \
-  XX(EOF, -40019, "end of stream")                                           \
   XX(EEXIST, -40020, "already exists")                                       \
   XX(ELIMIT, -40021, "limit exceeded")
 
@@ -65,6 +79,14 @@ typedef enum {
 #define MS__ERR_ENUM(name, val, msg) MS_##name = (val),
   MS_ERRNO_MAP(MS__ERR_ENUM)
 #undef MS__ERR_ENUM
+  /* libuv's values (uv-errno.h): libuv defines them as -errno on Unix. */
+  MS_EOF = -4095,
+  MS_ENOMEM = -ENOMEM,
+  MS_EINVAL = -EINVAL,
+  MS_ETIMEDOUT = -ETIMEDOUT,
+  MS_ECANCELED = -ECANCELED,
+  MS_EBUSY = -EBUSY,
+  MS_ENOTSUP = -ENOTSUP,
   MS__ERR_MAX = -40099
 } ms_errno_t;
 
@@ -225,8 +247,13 @@ typedef void (*ms_drain_cb)(ms_stream_t *s, void *arg);
 /* Queue bytes. The buffers must stay valid until cb fires (cb may be NULL);
  * cb never fires from inside ms_stream_write(), and writes complete in order.
  * Never fails for backpressure: compare ms_stream_write_queue_size() with the
- * high-water mark, or wait for the drain callback. */
-MS_EXTERN int ms_stream_write(ms_stream_t *s, const ms_buf_t *bufs,
+ * high-water mark, or wait for the drain callback. Buffers may point into
+ * bytes a read callback received (an echo): the library copies what it must.
+ * Errors: MS_EINVAL (NULL stream or buffer, lengths that overflow),
+ * MS_ECLOSED, MS_ESHUTDOWN, MS_ENOMEM, or an error of the layer below
+ * (a dead socket gives UV_EPIPE / UV_ECONNRESET, never SIGPIPE: see
+ * ms_options_t.keep_sigpipe). */
+MS_EXTERN MS_WUR int ms_stream_write(ms_stream_t *s, const ms_buf_t *bufs,
                               unsigned nbufs, ms_write_cb cb, void *arg);
 /* Bytes accepted by ms_stream_write and not yet completed. */
 MS_EXTERN size_t ms_stream_write_queue_size(const ms_stream_t *s);
@@ -239,23 +266,53 @@ MS_EXTERN bool ms_stream_writable(const ms_stream_t *s);
  * reached it. */
 MS_EXTERN void ms_stream_on_drain(ms_stream_t *s, ms_drain_cb cb, void *arg);
 
+/* Deliver incoming bytes to cb until ms_stream_read_stop(), MS_EOF or an
+ * error. cb is never called from inside ms_stream_read_start(); calling it
+ * again replaces cb/arg. MS_EINVAL, MS_ECLOSED, or the layer's error. */
 MS_EXTERN int ms_stream_read_start(ms_stream_t *s, ms_read_cb cb, void *arg);
+/* Stop delivering (effective at once, also inside the read callback). */
 MS_EXTERN int ms_stream_read_stop(ms_stream_t *s);
 
 /* Half-close: after every queued write has completed, end the write side
  * (transforms send their end marker, e.g. the box-stream goodbye). */
 MS_EXTERN int ms_stream_shutdown(ms_stream_t *s, ms_shutdown_cb cb, void *arg);
 /* Close now: queued writes complete with MS_ECANCELED, then cb fires and the
- * handle is freed. Safe to call once; later calls are ignored. */
+ * handle is freed. Further calls are ignored until cb has fired; after that
+ * the handle is gone and any call on it is a use after free (as in libuv). */
 MS_EXTERN void ms_stream_close(ms_stream_t *s, ms_close_cb cb, void *arg);
 
-/* Full address of the stack, e.g. "net:127.0.0.1:52311~shs:KEY". */
+/* Full address of the stack, e.g. "net:127.0.0.1:52311~shs:KEY". Owned by
+ * the stream: valid until it is freed (after its close callback). Never
+ * NULL. The same lifetime holds for every pointer a stream accessor
+ * returns below. */
 MS_EXTERN const char *ms_stream_address(const ms_stream_t *s);
 /* Name of the transport/stack this came from as given to ms_listen (the
  * canonical listen address of its stack); NULL for outgoing streams. */
 MS_EXTERN const char *ms_stream_stack(const ms_stream_t *s);
-/* Remote long-term public key (32 bytes) or NULL when unauthenticated. */
+/* Remote long-term public key (32 bytes) when the remote identity is an
+ * ed25519 key, else NULL. */
 MS_EXTERN const uint8_t *ms_stream_remote_key(const ms_stream_t *s);
+/* The remote identity in whatever scheme established it: *kind ("ed25519",
+ * "x509-sha256", "unix-uid"; may be NULL to ignore) and *len; NULL when the
+ * stream is unauthenticated. */
+MS_EXTERN const void *ms_stream_remote_id(const ms_stream_t *s,
+                                          const char **kind, size_t *len);
+/* Metadata set by any layer of the stack ("ws.origin", "ws.path",
+ * "unix.peer_uid", "host", "port"; see docs/plugins.md): the value (with a
+ * NUL after its len bytes) or NULL. len may be NULL. */
+MS_EXTERN const void *ms_stream_meta(const ms_stream_t *s, const char *key,
+                                     size_t *len);
+/* Enumerate: the i-th key (NULL past the end) and its value. */
+MS_EXTERN size_t ms_stream_meta_count(const ms_stream_t *s);
+MS_EXTERN const char *ms_stream_meta_at(const ms_stream_t *s, size_t i,
+                                        const void **value, size_t *len);
+/* What the stream can do. */
+enum {
+  MS_CAP_HALF_CLOSE = 1, /* ms_stream_shutdown ends one direction only */
+  MS_CAP_RELIABLE = 2,   /* no byte lost */
+  MS_CAP_ORDERED = 4     /* bytes arrive in order */
+};
+MS_EXTERN unsigned ms_stream_caps(const ms_stream_t *s);
 /* Value the server's authorize hook attached, or NULL. */
 MS_EXTERN void *ms_stream_auth(const ms_stream_t *s);
 /* true for streams accepted by a listener. */
@@ -268,18 +325,36 @@ MS_EXTERN void *ms_stream_data(const ms_stream_t *s);
 /* ------------------------------------------------------------------ */
 
 typedef struct ms_authorize_s ms_authorize_t;
-/* Server-side shs authorize hook, called on the loop after msg3 verified the
- * client's key. Answer (now or later, on the loop) with ms_authorize_done();
- * it must be called exactly once per invocation. */
+/* Server-side authorize hook, called on the loop by a security transform
+ * (shs after msg3, noise after msg1, or a plugin's) once it verified the
+ * client's identity. remote_key is the request's own copy of an ed25519
+ * identity (NULL for other kinds: see ms_authorize_remote_id), valid until
+ * ms_authorize_done(). Answer (now or later, on the loop) with
+ * ms_authorize_done(); it must be called exactly once per invocation. */
 typedef void (*ms_authorize_fn)(const uint8_t remote_key[MS_PUBLICKEYBYTES],
                                 ms_authorize_t *req, void *arg);
-/* accept=false hangs up without msg4; value is attached to the stream
+/* accept=false hangs up (shs: without msg4); value is attached to the stream
  * (ms_stream_auth) on accept and handed to authorize_free when done with.
- * Answering after the handshake failed or timed out is harmless. */
+ * Answering after the handshake failed or timed out is harmless. Nothing
+ * is called back from inside this function: the handshake continues on a
+ * later turn. req is freed by this call. */
 MS_EXTERN void ms_authorize_done(ms_authorize_t *req, bool accept,
                                  void *value);
+/* The identity being asked about (the request's copy, valid until
+ * ms_authorize_done): its bytes, *kind and *len. */
+MS_EXTERN const void *ms_authorize_remote_id(const ms_authorize_t *req,
+                                             const char **kind, size_t *len);
+/* The ed25519 key being asked about, or NULL for another kind. */
+MS_EXTERN const uint8_t *ms_authorize_remote_key(const ms_authorize_t *req);
+/* The name of the transform asking ("shs", "noise") and the address of the
+ * stream below it ("net:127.0.0.1:51234"). */
+MS_EXTERN const char *ms_authorize_protocol(const ms_authorize_t *req);
+MS_EXTERN const char *ms_authorize_address(const ms_authorize_t *req);
 
 typedef struct {
+  /* sizeof(ms_options_t), set by ms_options_init; 0 is read as this
+   * header's size. Lets a newer library accept an older caller's struct. */
+  size_t size;
   /* Long-term identity for shs. If NULL, a fresh key pair is generated. */
   const ms_keypair_t *keys;
   /* Network key for shs; NULL means ms_appkey_scuttlebutt(). */
@@ -296,20 +371,65 @@ typedef struct {
    * or as soon as the library drops it (the handshake failed or was canceled
    * first, or answered too late). May be NULL. */
   void (*authorize_free)(void *value, void *authorize_arg);
-  /* Permit noauth on stacks that leave the device (anything but unix or a
-   * loopback net address). Off by default: noauth gives no confidentiality
-   * and no authentication. */
+  /* noauth gives no confidentiality and no authentication. By default it is
+   * allowed on unix sockets only, where both sides check the peer's uid
+   * (SO_PEERCRED) and accept their own uid (per-stack option
+   * noauth.uids=any or a comma list of uids widens that). Loopback TCP
+   * (127.0.0.0/8, ::1 as literals; never a host name) needs
+   * allow_loopback_noauth, anything else allow_remote_noauth (which implies
+   * the loopback permission). */
   bool allow_remote_noauth;
+  bool allow_loopback_noauth;
+  /* The library sets SIGPIPE to SIG_IGN in ms_new() when it is SIG_DFL, so
+   * that a peer that resets cannot kill the process: writes to a dead socket
+   * then fail with UV_EPIPE. true leaves the disposition alone. */
+  bool keep_sigpipe;
 } ms_options_t;
 
 MS_EXTERN void ms_options_init(ms_options_t *opts);
 
+/* ------------------------------------------------------------------ */
+/* Per-stack options                                                   */
+/* ------------------------------------------------------------------ */
+
+/* Options for named protocols of a listen or connect (certificate files for
+ * TLS, a proxy list for onion, limits, timeouts): "protocol.key=value"
+ * strings, copied by the call that takes them. The ms_options_t of the
+ * multiserver stays the default for whatever is not given. Known keys of
+ * the built-ins: net.connect_timeout_ms, shs.handshake_timeout_ms,
+ * noauth.uids (docs/plugins.md lists every protocol's). An option naming a
+ * protocol the address uses but a key it does not know fails the call
+ * (MS_EINVAL with a reason); options for protocols the address does not
+ * use are ignored, so one set can serve many addresses. */
+typedef struct ms_popts_s ms_popts_t;
+MS_EXTERN MS_WUR int ms_popts_new(ms_popts_t **out);
+/* Set (or replace) protocol.key. MS_EINVAL for empty names, MS_ENOMEM. */
+MS_EXTERN MS_WUR int ms_popts_set(ms_popts_t *o, const char *protocol,
+                                  const char *key, const char *value);
+/* Parse "protocol.key=value" (the CLI's --opt). MS_EINVAL, MS_ENOMEM. */
+MS_EXTERN MS_WUR int ms_popts_parse(ms_popts_t *o, const char *assignment);
+/* The value of protocol.key, or NULL. */
+MS_EXTERN const char *ms_popts_get(const ms_popts_t *o, const char *protocol,
+                                   const char *key);
+MS_EXTERN void ms_popts_free(ms_popts_t *o);
+
 /* A multiserver owning its own event loop. Registers the built-in protocols
  * (net, unix, noauth, shs). */
 MS_EXTERN int ms_new(ms_t **out, const ms_options_t *opts);
-/* Frees the multiserver. Every listener, connect and stream must be closed
- * first (ms_run until they are); returns MS_EEXIST (and frees nothing)
- * otherwise. */
+/* Two-phase teardown, safe from any callback on the loop: ms_close() waits
+ * until every listener, connect and stream the application opened has
+ * closed, destroys the protocol instances, waits for their handles, closes
+ * the library's own handles and then calls cb (on the loop). After cb,
+ * ms_delete() frees the memory (for an owned loop, call it once ms_run has
+ * returned, as ms_run returns when nothing is left). MS_EINVAL for a
+ * second call. */
+typedef void (*ms_closed_cb)(ms_t *ms, void *arg);
+MS_EXTERN int ms_close(ms_t *ms, ms_closed_cb cb, void *arg);
+/* Frees the multiserver. After ms_close()'s callback it only frees. Without
+ * ms_close it closes the library's handles itself, running the loop briefly
+ * to do so, and must then not be called from inside a callback (MS_EBUSY
+ * from inside ms_run). Every listener, connect and stream must be closed
+ * first; MS_EEXIST (and nothing freed) otherwise. */
 MS_EXTERN int ms_delete(ms_t *ms);
 /* Run the loop: MS_RUN_DEFAULT until no work is left, MS_RUN_ONCE, or
  * MS_RUN_NOWAIT (libuv's uv_run modes). */
@@ -340,9 +460,16 @@ typedef void (*ms_listen_error_cb)(const char *stack, int status,
 
 /* Listen on every stack of a (;-joined) address. Either all listen or none
  * (the error says which stack failed in reason, if non-NULL). */
-MS_EXTERN int ms_listen(ms_t *ms, const char *address, ms_connection_cb cb,
-                        void *arg, ms_listener_t **out, char *reason,
-                        size_t reason_len);
+MS_EXTERN MS_WUR int ms_listen(ms_t *ms, const char *address,
+                               ms_connection_cb cb, void *arg,
+                               ms_listener_t **out, char *reason,
+                               size_t reason_len);
+/* ms_listen with per-stack options (may be NULL; copied). */
+MS_EXTERN MS_WUR int ms_listen_with(ms_t *ms, const char *address,
+                                    const ms_popts_t *opts,
+                                    ms_connection_cb cb, void *arg,
+                                    ms_listener_t **out, char *reason,
+                                    size_t reason_len);
 MS_EXTERN void ms_listener_on_error(ms_listener_t *l, ms_listen_error_cb cb,
                                     void *arg);
 /* The multiaddress that reaches this listener: ;-joined, actual ports,
@@ -359,14 +486,22 @@ MS_EXTERN void ms_listener_close(ms_listener_t *l, ms_listener_close_cb cb,
 typedef void (*ms_connect_cb)(ms_stream_t *s, int status, const char *reason,
                               void *arg);
 /* Connect to a multiaddress: tries the ;-alternatives in order, skipping those
- * with unknown protocols or malformed stacks and falling back on network
- * errors (also those met during a handshake, such as a timeout); an
- * authentication failure (MS_EHANDSHAKE, MS_EUNAUTHORIZED, MS_EKEY) stops.
+ * with unknown protocols or malformed stacks and falling back on path
+ * failures (refused, unreachable, reset, a timeout, a hang-up during a
+ * handshake); an authentication failure (a protocol's verdict that the peer
+ * is not who the address names, or refused us: by default MS_EHANDSHAKE,
+ * MS_EUNAUTHORIZED, MS_EKEY) stops.
  * With several alternatives the final error is MS_EALLFAILED and the reason
  * names each one's failure. cb always fires later, never from inside
  * ms_connect(). req (may be NULL) allows cancellation until cb fires. */
-MS_EXTERN int ms_connect(ms_t *ms, const char *address, ms_connect_cb cb,
-                         void *arg, ms_connect_t **req);
+MS_EXTERN MS_WUR int ms_connect(ms_t *ms, const char *address,
+                                ms_connect_cb cb, void *arg,
+                                ms_connect_t **req);
+/* ms_connect with per-stack options (may be NULL; copied). An option error
+ * is reported through cb (MS_EINVAL with a reason naming the option). */
+MS_EXTERN MS_WUR int ms_connect_with(ms_t *ms, const char *address,
+                                     const ms_popts_t *opts, ms_connect_cb cb,
+                                     void *arg, ms_connect_t **req);
 /* Cancel a pending connect: cb fires (later, not from inside this call)
  * with MS_ECANCELED, or with the outcome if that was already decided. */
 MS_EXTERN void ms_connect_cancel(ms_connect_t *req);

@@ -268,7 +268,10 @@ static uint8_t *bulk_data;
 
 static void bulk_over(const char *listen_addr) {
   env_t e;
-  env_init(&e, NULL, NULL);
+  ms_options_t o;
+  tu_opts_default(&o);
+  o.allow_loopback_noauth = strstr(listen_addr, "noauth") != NULL;
+  env_init(&e, &o, &o);
   tu_echo_t echo = {0};
   ms_listener_t *l = tu_listen_ok(e.srv, listen_addr, tu_echo_on_connection, &echo);
   if (l == NULL) return;
@@ -395,6 +398,12 @@ static void test_bad_addresses(void) {
       {"net:192.0.2.1:8008~noauth", MS_ENOAUTH_REMOTE, 0, "noauth"},
       {"net:192.0.2.1:0~noauth", 0, MS_ENOAUTH_REMOTE, "noauth"},
       {"net:example.com:8008~noauth", MS_ENOAUTH_REMOTE, 0, "noauth"},
+      /* Loopback TCP admits every local user: not by default, and a name
+       * (localhost) never counts as loopback. */
+      {"net:127.0.0.1:8008~noauth", MS_ENOAUTH_REMOTE, MS_ENOAUTH_REMOTE, "noauth"},
+      {"net:[::1]:8008~noauth", MS_ENOAUTH_REMOTE, MS_ENOAUTH_REMOTE, "loopback"},
+      {"net:localhost:8008~noauth", MS_ENOAUTH_REMOTE, MS_ENOAUTH_REMOTE, "noauth"},
+      {"net:[::ffff:127.0.0.1]:8008~noauth", MS_ENOAUTH_REMOTE, MS_ENOAUTH_REMOTE, "noauth"},
       {"net:127.0.0.1:8008~noauth:x", MS_EADDRESS, MS_EADDRESS, "noauth"},
       {"unix:", MS_EADDRESS, MS_EADDRESS, "path"},
       {"unix:/tmp/a:b", MS_EADDRESS, MS_EADDRESS, "path"},
@@ -1118,7 +1127,7 @@ static void th_connected(ms_stream_t *s, int status, const char *reason, void *a
     return;
   }
   ms_buf_t b = {"over a thread", 13};
-  ms_stream_write(s, &b, 1, NULL, NULL);
+  CHECK_INT(ms_stream_write(s, &b, 1, NULL, NULL), 0);
   ms_stream_shutdown(s, NULL, NULL);
   ms_stream_read_start(s, th_read, t);
 }
@@ -1302,7 +1311,7 @@ static void greeter_shut(ms_stream_t *s, int status, void *arg) {
 static void greeter_accept(ms_stream_t *s, void *arg) {
   greeter_t *g = arg;
   ms_buf_t b = {g->data, g->len};
-  ms_stream_write(s, &b, 1, NULL, NULL);
+  CHECK_INT(ms_stream_write(s, &b, 1, NULL, NULL), 0);
   ms_stream_shutdown(s, greeter_shut, g);
 }
 
@@ -1477,25 +1486,34 @@ static void test_connect_timeout(void) {
 
 static void test_localhost(void) {
   env_t e;
-  env_init(&e, NULL, NULL);
+  ms_options_t o;
+  tu_opts_default(&o);
+  o.allow_loopback_noauth = true; /* loopback literals only: not a name */
+  env_init(&e, &o, &o);
   tu_echo_t echo = {0};
-  ms_listener_t *l =
-      tu_listen_ok(e.srv, "net:localhost:0~noauth", tu_echo_on_connection, &echo);
+  char why[256] = "";
+  ms_listener_t *l = NULL;
+  CHECK_INT(ms_listen(e.srv, "net:localhost:0~noauth", tu_echo_on_connection, &echo,
+                      &l, why, sizeof why),
+            MS_ENOAUTH_REMOTE);
+  CHECK_HAS(why, "leaves this device");
+  l = tu_listen_ok(e.srv, "net:localhost:0~shs", tu_echo_on_connection, &echo);
   if (!l) return;
   CHECK(strncmp(ms_listener_address(l), "net:localhost:", 14) == 0);
-  CHECK_HAS(ms_listener_address(l), "~noauth");
+  CHECK_HAS(ms_listener_address(l), "~shs:");
   tu_conn_t r;
   CHECK_INT(tu_connect(e.cli, ms_listener_address(l), &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "connect localhost");
   CHECK_INT(r.status, 0);
   if (r.status) fprintf(stderr, "  localhost: %s\n", r.reason);
   if (r.s) {
-    CHECK_HAS(ms_stream_address(r.s), "~noauth");
-    /* noauth claims the local key as the remote identity (like the reference) */
+    CHECK_HAS(ms_stream_address(r.s), "~shs:");
     CHECK(ms_stream_remote_key(r.s) &&
-          memcmp(ms_stream_remote_key(r.s), ms_keys(e.cli)->public_key, 32) == 0);
+          memcmp(ms_stream_remote_key(r.s), ms_keys(e.srv)->public_key, 32) == 0);
+    /* The host as the address wrote it, beside the resolved IP. */
+    CHECK_STR((const char *)ms_stream_meta(r.s, "host", NULL), "localhost");
     ms_buf_t b = {"hi", 2};
-    ms_stream_write(r.s, &b, 1, NULL, NULL);
+    CHECK_INT(ms_stream_write(r.s, &b, 1, NULL, NULL), 0);
     ms_stream_shutdown(r.s, NULL, NULL);
     collect_t c = {0};
     ms_stream_read_start(r.s, collect_read, &c);

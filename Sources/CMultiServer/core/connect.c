@@ -1,10 +1,12 @@
 /*
  * ms_connect: dial a multiaddress. The ;-alternatives are tried in order;
- * unknown protocols and malformed stacks are skipped, a transport failure
- * falls back to the next alternative, and so does a transport error met
- * during a transform (reset, handshake timeout); an authentication failure
- * (wrong key, not authorized) stops, since another path will not fix it. The
- * callback never fires from inside ms_connect() or ms_connect_cancel().
+ * unknown protocols and malformed stacks are skipped, a path failure (of a
+ * transport, or met during a transform: reset, hang-up, timeout) falls back
+ * to the next alternative; an authentication failure (a protocol's verdict:
+ * wrong key, not authorized) stops, since another path will not fix it. The
+ * protocols say which is which (ms_pdial_fail, ms_pwrap_fail, else
+ * ms_error_class). The callback never fires from inside ms_connect() or
+ * ms_connect_cancel().
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,8 @@ struct ms_pdial_s {
 struct ms_connect_s {
   ms_t *ms;
   ms_addr_t *addr;
+  ms_popts_t *opts;
+  ms_defer_t node;
   size_t alt, nalts;
   int last_status;
   ms_stack_t stack;
@@ -39,6 +43,9 @@ struct ms_connect_s {
 };
 
 ms_t *ms_pdial_ms(const ms_pdial_t *pd) { return pd->c->ms; }
+const char *ms_pdial_opt(const ms_pdial_t *pd, const char *key) {
+  return ms_popts_get(pd->c->opts, pd->c->stack.protos[0]->proto.name, key);
+}
 void ms_pdial_set_impl(ms_pdial_t *pd, void *impl) { pd->impl = impl; }
 void *ms_pdial_impl(const ms_pdial_t *pd) { return pd->impl; }
 
@@ -56,6 +63,7 @@ static void finish_now(void *arg) {
   ms_t *ms = c->ms;
   c->cb(s, status, status ? c->reasons : NULL, c->arg);
   ms_addr_free(c->addr);
+  ms_popts_free(c->opts);
   free(c);
   ms__live_dec(ms);
 }
@@ -68,26 +76,25 @@ static void finish(ms_connect_t *c, ms_stream_t *s, int status) {
   c->fin_status = status;
   /* A transform may finish its cancel synchronously: still never call back
    * from inside ms_connect_cancel(). */
-  if (c->in_cancel && ms__defer(c->ms, finish_now, c) == 0) return;
+  if (c->in_cancel) {
+    ms_defer(c->ms, &c->node, finish_now, c);
+    return;
+  }
   finish_now(c);
 }
 
 static void next_alt(void *arg);
 static void alt_failed(ms_connect_t *c, int status, const char *why);
 
-/* An authentication verdict will not change on another path; a transport
- * problem met during a handshake (reset, timeout) may. */
-static bool is_auth_failure(int status) {
-  return status == MS_EHANDSHAKE || status == MS_EUNAUTHORIZED ||
-         status == MS_EKEY || status == MS_ECANCELED;
-}
-
-static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status,
+/* An authentication verdict will not change on another path; a path
+ * problem met during a handshake (reset, hang-up, timeout) may. */
+static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status, int fclass,
                      const char *reason, void *arg) {
   (void)pw;
   ms_connect_t *c = arg;
   c->chain = NULL;
-  if (status != 0 && !c->canceled && !is_auth_failure(status)) {
+  if (status != 0 && !c->canceled && status != MS_ECANCELED &&
+      fclass != MS_FAIL_AUTH) {
     alt_failed(c, status, reason ? reason : ms_strerror(status));
     return;
   }
@@ -104,8 +111,8 @@ static void alt_failed(ms_connect_t *c, int status, const char *why) {
   next_alt(c);
 }
 
-void ms_pdial_done(ms_pdial_t *pd, int status, ms_stream_t *s,
-                   const char *reason) {
+static void dial_finish(ms_pdial_t *pd, int status, int fclass, ms_stream_t *s,
+                        const char *reason) {
   ms_connect_t *c = pd->c;
   c->dialing = false;
   if (c->canceled) {
@@ -115,6 +122,14 @@ void ms_pdial_done(ms_pdial_t *pd, int status, ms_stream_t *s,
   }
   if (status != 0 || s == NULL) {
     if (status == 0) status = MS_EINVAL;
+    if (fclass == MS_FAIL_DEFAULT) fclass = MS_FAIL_PATH; /* a transport's */
+    if (fclass == MS_FAIL_AUTH) {
+      char label[64];
+      ms__reason(label, sizeof label, "alternative %zu", c->alt + 1);
+      note(c, label, reason ? reason : ms_strerror(status));
+      finish(c, NULL, status);
+      return;
+    }
     alt_failed(c, status, reason ? reason : ms_strerror(status));
     return;
   }
@@ -126,6 +141,15 @@ void ms_pdial_done(ms_pdial_t *pd, int status, ms_stream_t *s,
   if (c->chain == NULL) finish(c, NULL, MS_ENOMEM);
 }
 
+void ms_pdial_done(ms_pdial_t *pd, int status, ms_stream_t *s,
+                   const char *reason) {
+  dial_finish(pd, status, MS_FAIL_DEFAULT, s, reason);
+}
+
+void ms_pdial_fail(ms_pdial_t *pd, int status, int fclass, const char *reason) {
+  dial_finish(pd, status ? status : MS_EINVAL, fclass, NULL, reason);
+}
+
 static void next_alt(void *arg) {
   ms_connect_t *c = arg;
   if (c->canceled) {
@@ -135,8 +159,8 @@ static void next_alt(void *arg) {
   for (; c->alt < c->nalts; c->alt++) {
     char why[MS_REASON_LEN] = "", label[64];
     ms__reason(label, sizeof label, "alternative %zu", c->alt + 1);
-    int rc = ms__stack_resolve(c->ms, c->addr, c->alt, MS_ROLE_CLIENT, &c->stack,
-                               why, sizeof why);
+    int rc = ms__stack_resolve(c->ms, c->addr, c->alt, MS_ROLE_CLIENT, c->opts,
+                               &c->stack, why, sizeof why);
     if (rc != 0) {
       note(c, label, why);
       c->last_status = rc;
@@ -146,7 +170,7 @@ static void next_alt(void *arg) {
     c->pd.c = c;
     c->pd.impl = NULL;
     c->dialing = true;
-    rc = t->proto->dial(&c->pd, &c->stack.secs[0], t->pdata);
+    rc = t->proto.dial(&c->pd, &c->stack.secs[0], t->pdata);
     if (rc != 0) {
       c->dialing = false;
       note(c, label, ms_strerror(rc));
@@ -165,11 +189,16 @@ static void parse_failed(void *arg) {
   finish(c, NULL, MS_EADDRESS);
 }
 
-int ms_connect(ms_t *ms, const char *address, ms_connect_cb cb, void *arg,
-               ms_connect_t **req) {
+int ms_connect_with(ms_t *ms, const char *address, const ms_popts_t *opts,
+                    ms_connect_cb cb, void *arg, ms_connect_t **req) {
   if (ms == NULL || address == NULL || cb == NULL) return MS_EINVAL;
+  if (ms->state != MS_STATE_OPEN) return MS_ECLOSED;
   ms_connect_t *c = calloc(1, sizeof(*c));
   if (c == NULL) return MS_ENOMEM;
+  if (ms__popts_copy(opts, &c->opts) != 0) {
+    free(c);
+    return MS_ENOMEM;
+  }
   c->ms = ms;
   c->cb = cb;
   c->arg = arg;
@@ -180,15 +209,15 @@ int ms_connect(ms_t *ms, const char *address, ms_connect_cb cb, void *arg,
   } else {
     c->nalts = ms_addr_alternatives(c->addr);
   }
-  int rc = ms__defer(ms, start, c);
-  if (rc != 0) {
-    ms_addr_free(c->addr);
-    free(c);
-    return rc;
-  }
+  ms_defer(ms, &c->node, start, c);
   ms__live_inc(ms);
   if (req) *req = c;
   return 0;
+}
+
+int ms_connect(ms_t *ms, const char *address, ms_connect_cb cb, void *arg,
+               ms_connect_t **req) {
+  return ms_connect_with(ms, address, NULL, cb, arg, req);
 }
 
 void ms_connect_cancel(ms_connect_t *c) {
@@ -196,7 +225,7 @@ void ms_connect_cancel(ms_connect_t *c) {
   c->canceled = true;
   c->in_cancel = true;
   if (c->dialing) {
-    const ms_protocol_t *t = c->stack.protos[0]->proto;
+    const ms_protocol_t *t = &c->stack.protos[0]->proto;
     if (t->dial_cancel) t->dial_cancel(&c->pd);
   } else if (c->chain) {
     ms__chain_cancel(c->chain);

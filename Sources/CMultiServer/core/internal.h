@@ -1,4 +1,6 @@
-/* Private declarations shared by the library's modules. Never installed. */
+/* Private declarations shared by the core's modules (core/). Never installed;
+ * protocols (transports/, transforms/) do not include it: they use the
+ * public plugin headers only. */
 #ifndef MS_INTERNAL_H
 #define MS_INTERNAL_H
 
@@ -20,9 +22,12 @@ struct ms_call_s {
 };
 
 typedef struct {
-  const ms_protocol_t *proto;
-  void *pdata;
+  ms_protocol_t proto; /* the registered struct, normalised to our size */
+  void *pdata;         /* the instance (init) or the registration's pdata */
+  bool has_instance;
 } ms_proto_entry_t;
+
+enum { MS_STATE_OPEN, MS_STATE_CLOSING, MS_STATE_CLOSED };
 
 struct ms_s {
   uv_loop_t *loop;
@@ -37,15 +42,29 @@ struct ms_s {
   uv_async_t async;
   uv_mutex_t qlock;
   ms_call_t *qhead, *qtail;
-  /* Same-thread deferred calls (ms__defer): an idle handle that is active,
+  /* Same-thread deferred calls (ms_defer): an idle handle that is active,
    * so keeps the loop alive, only while calls are pending. */
   uv_idle_t idle;
-  ms_call_t *dhead, *dtail;
+  ms_defer_t *dhead, *dtail;
+  /* End-of-turn flushes (ms_stream_want_flush): a check handle runs them
+   * after the poll phase; the idle handle keeps the poll from blocking. */
+  uv_check_t check;
+  ms_stream_t *fhead;
   uv_thread_t thread;
   bool thread_started;
-  /* Streams, listeners and connects not yet finished: ms_delete refuses
-   * while any are alive. */
+  bool in_run;
+  /* What the application opened and has not seen close (streams,
+   * listeners, connects) and what plugins hold (ms_ref). */
   size_t live;
+  size_t refs;
+  /* Two-phase teardown (ms_close). */
+  int state;
+  bool destroyed;
+  bool free_when_closed;
+  int handles_open;
+  ms_closed_cb closed_cb;
+  void *closed_arg;
+  ms_defer_t close_node;
   /* One read buffer per loop: libuv reads into it and the bytes are handed
    * on synchronously, so an idle connection holds no read buffer. */
   uint8_t *slab;
@@ -61,6 +80,7 @@ struct ms_write_req_s {
   bool in_submit;   /* inside ops->write() */
   bool early;       /* completed inside ops->write(): reported deferred */
   int early_status;
+  ms_defer_t node;
   ms_write_req_t *next;
   union {
     uv_write_t uv;
@@ -71,18 +91,31 @@ struct ms_write_req_s {
 
 enum { MS_SHUT_NONE, MS_SHUT_WAIT, MS_SHUT_RUNNING, MS_SHUT_DONE };
 
+typedef struct ms_meta_s ms_meta_t;
+struct ms_meta_s {
+  ms_meta_t *next;
+  char *key;
+  size_t len;
+  uint8_t value[]; /* len bytes and a NUL */
+};
+
 struct ms_stream_s {
   ms_t *ms;
-  const ms_stream_ops_t *ops;
+  ms_stream_ops_t ops; /* normalised copy */
   void *impl;
   char *address;
   char *stack;
   void *data;
   void *auth;
-  uint8_t remote_key[MS_PUBLICKEYBYTES];
-  bool has_remote_key;
+  char *id_kind;       /* remote identity; NULL when unauthenticated */
+  uint8_t *id;
+  size_t id_len;
+  ms_meta_t *meta;
+  unsigned caps;
   bool is_server;
   bool reading;
+  bool impl_reading;   /* ops->read_start called and not stopped */
+  bool in_read_start;  /* inside ops->read_start() */
   bool closing;
   bool impl_closed;
   bool in_close;
@@ -93,6 +126,12 @@ struct ms_stream_s {
   bool auth_owned;   /* auth came from ms_authorize_done: free it with us */
   ms_read_cb read_cb;
   void *read_arg;
+  /* Push-back: bytes delivered before the implementation's (ms_stream_unread
+   * and bytes emitted inside ops->read_start), then a held status. */
+  uint8_t *pb;
+  size_t pb_len;
+  int pb_status;
+  ms_defer_t pb_node;
   size_t queued;       /* bytes of not yet completed writes */
   size_t pending;      /* not yet completed write requests */
   size_t high_water;
@@ -104,48 +143,31 @@ struct ms_stream_s {
   int shut_state;
   ms_shutdown_cb shut_cb;
   void *shut_arg;
+  ms_defer_t shut_node;
   ms_close_cb close_cb;
   void *close_arg;
+  ms_defer_t close_node;
+  bool flush_queued;
+  ms_stream_t *fnext;
 };
-
-/* Scratch space inside a write request for the implementation. */
-static inline void *ms__write_req_impl(ms_write_req_t *req) {
-  return req->impl.bytes;
-}
 
 /* stream.c */
 int ms__stream_set_stack(ms_stream_t *s, const char *stack);
 /* Attach an authorize value the stream owns (authorize_free at its end). */
 void ms__stream_own_auth(ms_stream_t *s, void *auth);
 /* A transform's new stream takes over what it did not set itself: remote
- * key, authorize value (with its ownership) and the server flag. */
-void ms__stream_inherit(ms_stream_t *upper, ms_stream_t *lower);
+ * identity, authorize value (with its ownership), the server flag and the
+ * metadata. MS_ENOMEM (copying metadata). */
+int ms__stream_inherit(ms_stream_t *upper, ms_stream_t *lower);
 /* Hand an accepted authorize value to the user's authorize_free. */
 void ms__auth_free(ms_t *ms, void *value);
-
-/* uvstream.c: an ms_stream over a libuv stream handle (TCP or pipe). The
- * handle lives inside the container; initialise it in place, then start. */
-typedef struct ms_uvstream_s ms_uvstream_t;
-ms_uvstream_t *ms__uvstream_alloc(void);
-uv_tcp_t *ms__uvstream_tcp(ms_uvstream_t *u);
-uv_pipe_t *ms__uvstream_pipe(ms_uvstream_t *u);
-/* Close an un-started container's handle and free it. */
-void ms__uvstream_discard(ms_uvstream_t *u);
-/* Wrap the (initialised, connected) handle into a new stream. */
-ms_stream_t *ms__uvstream_start(ms_uvstream_t *u, ms_t *ms,
-                                const char *address);
-/* Accept one pending connection of a listening TCP (tcp = true) or pipe
- * handle into a new stream; name() tunes the accepted handle and formats
- * the stream's address. Returns 0 with *out, or an error (nothing leaks). */
-typedef int (*ms_uv_name_fn)(ms_uvstream_t *u, char *buf, size_t len,
-                             void *arg);
-int ms__uvstream_accept(ms_t *ms, uv_stream_t *server, bool tcp,
-                        ms_uv_name_fn name, void *arg, ms_stream_t **out);
+/* Run the end-of-turn flushes (multiserver.c's check handle). */
+void ms__run_flushes(ms_t *ms);
+/* multiserver.c: a flush is queued; run ms__run_flushes at the end of the
+ * turn (and keep the poll from blocking until then). */
+void ms__flush_wanted(ms_t *ms);
 
 /* multiserver.c */
-/* Run fn(arg) on a later turn of the loop. Loop thread only. Unlike a
- * cross-thread ms_call(), a pending deferred call keeps ms_run() going. */
-int ms__defer(ms_t *ms, void (*fn)(void *arg), void *arg);
 void ms__live_inc(ms_t *ms);
 void ms__live_dec(ms_t *ms);
 const ms_proto_entry_t *ms__find_protocol(const ms_t *ms, const char *name);
@@ -157,8 +179,23 @@ void ms__reason(char *buf, size_t len, const char *fmt, ...)
 extern const ms_protocol_t ms__proto_net;
 extern const ms_protocol_t ms__proto_unix;
 extern const ms_protocol_t ms__proto_noauth;
+extern const ms_protocol_t ms__proto_shs;
 
-#endif
+/* Normalise a protocol struct of any published size into *out (our size;
+ * missing hooks NULL). MS_EINVAL for an unknown larger size. */
+int ms__proto_copy(const ms_protocol_t *in, ms_protocol_t *out);
+
+/* popts.c: per-stack options. */
+struct ms_popts_s {
+  size_t n, cap;
+  char **proto, **key, **value;
+};
+int ms__popts_copy(const ms_popts_t *in, ms_popts_t **out);
+/* Check the options that name protocols of the stack against their
+ * option_keys. MS_EINVAL with a reason. */
+struct ms_stack_s;
+int ms__popts_check(const ms_popts_t *o, const struct ms_stack_s *st,
+                    char *reason, size_t reason_len);
 
 /* stack.c: parse an address, wording a grammar error as "bad address at
  * offset N (alternative A, section S): what" for reason. */
@@ -167,25 +204,33 @@ int ms__addr_parse_reason(const char *address, ms_addr_t **out, char *reason,
 
 /* stack.c: one ;-alternative resolved against the registry. Section views
  * point into the ms_addr_t, which must outlive the stack. */
-typedef struct {
+typedef struct ms_stack_s {
   size_t nsec;
   ms_section_t secs[MS_ADDR_MAX_SECTIONS];
   const ms_proto_entry_t *protos[MS_ADDR_MAX_SECTIONS];
-  bool is_device;
+  int scope;
+  const ms_popts_t *opts; /* owned by the listener or connect; may be NULL */
 } ms_stack_t;
 
-/* MS_EPROTO_UNKNOWN, MS_ESTACK, MS_EADDRESS/MS_EKEY (validation) or
- * MS_ENOAUTH_REMOTE, each with a reason. */
+/* The scope of a transport section (MS_SCOPE_*). */
+int ms__transport_scope(const ms_protocol_t *p, const ms_section_t *sec,
+                        void *pdata);
+/* Is noauth allowed over this scope by the options? */
+bool ms__noauth_scope_ok(const ms_options_t *o, int scope);
+
+/* MS_EPROTO_UNKNOWN, MS_ESTACK, MS_EADDRESS/MS_EKEY (validation),
+ * MS_ENOAUTH_REMOTE or MS_EINVAL (options), each with a reason. */
 int ms__stack_resolve(ms_t *ms, const ms_addr_t *a, size_t alt, int role,
-                      ms_stack_t *st, char *reason, size_t reason_len);
+                      const ms_popts_t *opts, ms_stack_t *st, char *reason,
+                      size_t reason_len);
 
 /* Runs a stack's transforms (sections 1..n) over a transport stream. The
  * chain starts on a later loop turn, so cb never fires from inside
  * ms__chain_start; it fires exactly once with the final stream or an error
- * (the lower stream then closed). pw is freed right after cb returns. */
-typedef struct ms_pwrap_s ms_pwrap_t;
+ * of a class (MS_FAIL_PATH / MS_FAIL_AUTH; the lower stream then closed).
+ * pw is freed right after cb returns. */
 typedef void (*ms_chain_cb)(ms_pwrap_t *pw, ms_stream_t *s, int status,
-                            const char *reason, void *arg);
+                            int fclass, const char *reason, void *arg);
 struct ms_pwrap_s {
   ms_t *ms;
   const ms_stack_t *stack;
@@ -197,9 +242,19 @@ struct ms_pwrap_s {
   bool in_wrap;    /* inside proto->wrap() */
   bool sync_done;  /* ms_pwrap_done fired inside wrap() */
   int sync_status;
+  int sync_class;
   char sync_reason[MS_REASON_LEN];
   bool in_flight;  /* a transform's wrap is pending */
   bool canceled;
+  /* Authorization (ms_pwrap_authorize) of the transform being applied. */
+  ms_authorize_t *areq;  /* pending application request */
+  ms_authorized_cb acb;
+  void *aarg;
+  bool aaccepted;
+  ms_defer_t anode;      /* delivers the answer on a later turn */
+  void *avalue;          /* accepted value not yet attached to a stream */
+  bool has_avalue;
+  ms_defer_t start_node;
   ms_chain_cb cb;
   void *arg;
   ms_pwrap_t *next, *prev; /* owner's list */
@@ -208,3 +263,18 @@ struct ms_pwrap_s {
 ms_pwrap_t *ms__chain_start(ms_t *ms, const ms_stack_t *st, ms_stream_t *lower,
                             int role, ms_chain_cb cb, void *arg);
 void ms__chain_cancel(ms_pwrap_t *pw);
+
+/* authorize.c */
+struct ms_authorize_s {
+  ms_pwrap_t *pw; /* NULL once the wrap has gone or withdrew the request */
+  ms_t *ms;
+  char kind[32];
+  char proto[32];
+  char *address;
+  size_t len;
+  uint8_t id[]; /* len bytes */
+};
+/* The wrap is finishing: withdraw a pending request and answer. */
+void ms__authorize_detach(ms_pwrap_t *pw);
+
+#endif /* MS_INTERNAL_H */

@@ -21,6 +21,8 @@ struct ms_plisten_s {
 struct ms_listener_s {
   ms_t *ms;
   ms_addr_t *addr;
+  ms_popts_t *opts;
+  ms_defer_t node;
   size_t n;
   ms_plisten_t *pls;
   ms_connection_cb cb;
@@ -39,6 +41,9 @@ struct ms_listener_s {
 };
 
 ms_t *ms_plisten_ms(const ms_plisten_t *pl) { return pl->l->ms; }
+const char *ms_plisten_opt(const ms_plisten_t *pl, const char *key) {
+  return ms_popts_get(pl->l->opts, pl->stack.protos[0]->proto.name, key);
+}
 void ms_plisten_set_impl(ms_plisten_t *pl, void *impl) { pl->impl = impl; }
 void *ms_plisten_impl(const ms_plisten_t *pl) { return pl->impl; }
 
@@ -72,6 +77,7 @@ static void finish_free(void *p) {
   free(l->pls);
   free(l->address);
   ms_addr_free(l->addr);
+  ms_popts_free(l->opts);
   free(l);
   ms__live_dec(ms);
 }
@@ -81,7 +87,7 @@ static void finish_free(void *p) {
 static void maybe_free(ms_listener_t *l) {
   if (!l->closing || l->open != 0 || l->chains != NULL || l->finishing) return;
   l->finishing = true;
-  if (ms__defer(l->ms, finish_free, l) != 0) finish_free(l);
+  ms_defer(l->ms, &l->node, finish_free, l);
 }
 
 void ms_plisten_closed(ms_plisten_t *pl) {
@@ -99,8 +105,9 @@ static void hand_over(ms_plisten_t *pl, ms_stream_t *s) {
   pl->l->cb(s, pl->l->arg);
 }
 
-static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status,
+static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status, int fclass,
                      const char *reason, void *arg) {
+  (void)fclass;
   ms_plisten_t *pl = arg;
   ms_listener_t *l = pl->l;
   if (pw->prev) pw->prev->next = pw->next; else l->chains = pw->next;
@@ -151,7 +158,7 @@ static int build_advertised(ms_listener_t *l, ms_plisten_t *pl) {
   for (size_t i = 0; i < pl->stack.nsec; i++) {
     char sec[1024];
     size_t n;
-    const ms_protocol_t *p = pl->stack.protos[i]->proto;
+    const ms_protocol_t *p = &pl->stack.protos[i]->proto;
     if (i == 0 && pl->tsection)
       n = (size_t)snprintf(sec, sizeof sec, "%s", pl->tsection);
     else if (i > 0 && p->advertise)
@@ -207,21 +214,25 @@ void ms_listener_close(ms_listener_t *l, ms_listener_close_cb cb, void *arg) {
   }
   for (size_t i = 0; i < l->n; i++) {
     ms_plisten_t *pl = &l->pls[i];
-    if (pl->listening) pl->stack.protos[0]->proto->listen_close(pl);
+    if (pl->listening) pl->stack.protos[0]->proto.listen_close(pl);
   }
   l->open--;
   maybe_free(l);
 }
 
-int ms_listen(ms_t *ms, const char *address, ms_connection_cb cb, void *arg,
-              ms_listener_t **out, char *reason, size_t reason_len) {
+int ms_listen_with(ms_t *ms, const char *address, const ms_popts_t *opts,
+                   ms_connection_cb cb, void *arg, ms_listener_t **out,
+                   char *reason, size_t reason_len) {
   if (ms == NULL || address == NULL || cb == NULL || out == NULL) return MS_EINVAL;
+  if (ms->state != MS_STATE_OPEN) return MS_ECLOSED;
   ms_addr_t *a;
   int rc = ms__addr_parse_reason(address, &a, reason, reason_len);
   if (rc != 0) return rc;
   ms_listener_t *l = calloc(1, sizeof(*l));
   size_t n = ms_addr_alternatives(a);
-  if (l == NULL || (l->pls = calloc(n, sizeof(*l->pls))) == NULL) {
+  if (l == NULL || (l->pls = calloc(n, sizeof(*l->pls))) == NULL ||
+      ms__popts_copy(opts, &l->opts) != 0) {
+    if (l) free(l->pls);
     free(l);
     ms_addr_free(a);
     return MS_ENOMEM;
@@ -237,13 +248,13 @@ int ms_listen(ms_t *ms, const char *address, ms_connection_cb cb, void *arg,
     ms_plisten_t *pl = &l->pls[i];
     pl->l = l;
     char why[MS_REASON_LEN] = "";
-    rc = ms__stack_resolve(ms, a, i, MS_ROLE_SERVER, &pl->stack, why, sizeof why);
+    rc = ms__stack_resolve(ms, a, i, MS_ROLE_SERVER, l->opts, &pl->stack, why, sizeof why);
     if (rc != 0) {
       ms__reason(reason, reason_len, "stack %zu: %s", i + 1, why);
       break;
     }
     l->reason[0] = '\0';
-    rc = pl->stack.protos[0]->proto->listen(pl, &pl->stack.secs[0], pl->stack.protos[0]->pdata);
+    rc = pl->stack.protos[0]->proto.listen(pl, &pl->stack.secs[0], pl->stack.protos[0]->pdata);
     if (rc != 0) {
       ms__reason(reason, reason_len, "stack %zu: %s", i + 1,
                  l->reason[0] ? l->reason : ms_strerror(rc));
@@ -266,4 +277,9 @@ int ms_listen(ms_t *ms, const char *address, ms_connection_cb cb, void *arg,
   }
   *out = l;
   return 0;
+}
+
+int ms_listen(ms_t *ms, const char *address, ms_connection_cb cb, void *arg,
+              ms_listener_t **out, char *reason, size_t reason_len) {
+  return ms_listen_with(ms, address, NULL, cb, arg, out, reason, reason_len);
 }

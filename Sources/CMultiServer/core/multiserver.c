@@ -12,11 +12,50 @@
 
 #include "internal.h"
 
-/* Provided by the shs transform (shs.c). */
-extern const ms_protocol_t ms__proto_shs;
+unsigned ms_version(void) { return MS_VERSION_HEX; }
+
+#define MS__STR2(x) #x
+#define MS__STR(x) MS__STR2(x)
+const char *ms_version_string(void) {
+  return MS__STR(MS_VERSION_MAJOR) "." MS__STR(MS_VERSION_MINOR) "." MS__STR(
+      MS_VERSION_PATCH);
+}
 
 void ms_options_init(ms_options_t *opts) {
   memset(opts, 0, sizeof(*opts));
+  opts->size = sizeof(*opts);
+}
+
+int ms_error_class(int status) {
+  switch (status) {
+    case MS_EHANDSHAKE:
+    case MS_EUNAUTHORIZED:
+    case MS_EKEY:
+      return MS_FAIL_AUTH;
+    default:
+      return MS_FAIL_PATH;
+  }
+}
+
+int ms_opt_uint(const char *value, uint64_t max, uint64_t *out) {
+  if (value == NULL || *value == '\0' || out == NULL) return MS_EINVAL;
+  uint64_t v = 0;
+  for (const char *p = value; *p; p++) {
+    if (*p < '0' || *p > '9') return MS_EINVAL;
+    unsigned d = (unsigned)(*p - '0');
+    if (v > (max - d) / 10) return MS_EINVAL;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return 0;
+}
+
+void ms_reasonf(char *buf, size_t len, const char *fmt, ...) {
+  if (buf == NULL || len == 0) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, len, fmt, ap);
+  va_end(ap);
 }
 
 void ms__reason(char *buf, size_t len, const char *fmt, ...) {
@@ -32,8 +71,30 @@ void ms__auth_free(ms_t *ms, void *value) {
     ms->opts.authorize_free(value, ms->opts.authorize_arg);
 }
 
+static void close_progress(void *arg);
+
+static void maybe_progress(ms_t *ms) {
+  if (ms->state == MS_STATE_CLOSING && ms->live == 0)
+    ms_defer(ms, &ms->close_node, close_progress, ms);
+}
+
 void ms__live_inc(ms_t *ms) { ms->live++; }
-void ms__live_dec(ms_t *ms) { ms->live--; }
+void ms__live_dec(ms_t *ms) {
+  ms->live--;
+  maybe_progress(ms);
+}
+void ms_ref(ms_t *ms) { ms->refs++; }
+void ms_unref(ms_t *ms) {
+  if (ms->refs == 0) return;
+  ms->refs--;
+  if (ms->refs == 0) maybe_progress(ms);
+}
+size_t ms_live(const ms_t *ms) { return ms->live + ms->refs; }
+
+uint8_t *ms_read_slab(ms_t *ms, size_t *len) {
+  if (len) *len = MS_READ_SLAB;
+  return ms->slab;
+}
 
 static void drain_calls(uv_async_t *a) {
   ms_t *ms = a->data;
@@ -69,41 +130,91 @@ int ms_call(ms_t *ms, void (*fn)(void *arg), void *arg) {
   return uv_async_send(&ms->async);
 }
 
+/* Runs the calls queued before this turn; calls they queue run next turn. */
 static void run_deferred(uv_idle_t *h) {
   ms_t *ms = h->data;
-  ms_call_t *c = ms->dhead;
-  ms->dhead = ms->dtail = NULL;
-  while (c) {
-    ms_call_t *next = c->next;
-    c->fn(c->arg);
-    free(c);
-    c = next;
+  ms_defer_t *last = ms->dtail;
+  while (ms->dhead) {
+    ms_defer_t *d = ms->dhead;
+    ms->dhead = d->next;
+    if (ms->dhead == NULL) ms->dtail = NULL;
+    d->queued = false;
+    d->next = NULL;
+    bool was_last = d == last; /* fn may free d */
+    d->fn(d->arg);
+    if (was_last) break;
   }
-  if (ms->dhead == NULL) uv_idle_stop(&ms->idle);
+  if (ms->dhead == NULL && ms->fhead == NULL) uv_idle_stop(&ms->idle);
 }
 
-int ms__defer(ms_t *ms, void (*fn)(void *arg), void *arg) {
-  ms_call_t *c = malloc(sizeof(*c));
-  if (c == NULL) return MS_ENOMEM;
-  c->fn = fn;
-  c->arg = arg;
-  c->next = NULL;
+static void idle_noop(uv_idle_t *h) { run_deferred(h); }
+
+void ms_defer(ms_t *ms, ms_defer_t *node, void (*fn)(void *arg), void *arg) {
+  if (node->queued) return;
+  node->fn = fn;
+  node->arg = arg;
+  node->next = NULL;
+  node->queued = true;
   if (ms->dtail)
-    ms->dtail->next = c;
+    ms->dtail->next = node;
   else
-    ms->dhead = c;
-  ms->dtail = c;
-  return uv_idle_start(&ms->idle, run_deferred);
+    ms->dhead = node;
+  ms->dtail = node;
+  uv_idle_start(&ms->idle, idle_noop); /* cannot fail with a callback */
 }
+
+void ms_defer_cancel(ms_t *ms, ms_defer_t *node) {
+  if (node == NULL || !node->queued) return;
+  ms_defer_t *prev = NULL;
+  for (ms_defer_t *d = ms->dhead; d; prev = d, d = d->next) {
+    if (d != node) continue;
+    if (prev)
+      prev->next = d->next;
+    else
+      ms->dhead = d->next;
+    if (ms->dtail == d) ms->dtail = prev;
+    break;
+  }
+  node->queued = false;
+  node->next = NULL;
+}
+
+static void on_check(uv_check_t *h) {
+  ms_t *ms = h->data;
+  ms__run_flushes(ms);
+  if (ms->fhead == NULL) uv_check_stop(&ms->check);
+}
+
+void ms__flush_wanted(ms_t *ms) {
+  uv_check_start(&ms->check, on_check);
+  /* An active idle handle makes the poll phase return at once, so the
+   * check phase (and the flush) comes in this turn even when the writes
+   * were made from a timer. */
+  uv_idle_start(&ms->idle, idle_noop);
+}
+
+/* The caller's options, whatever header they were compiled with. */
+static int copy_options(ms_options_t *dst, const ms_options_t *src) {
+  ms_options_init(dst);
+  if (src == NULL) return 0;
+  size_t n = src->size ? src->size : sizeof(*src);
+  if (n > sizeof(*src) || n < offsetof(ms_options_t, keys)) return MS_EINVAL;
+  memcpy(dst, src, n);
+  dst->size = sizeof(*dst);
+  return 0;
+}
+
+static void handle_closed(uv_handle_t *h);
 
 static int setup(ms_t *ms, const ms_options_t *opts) {
   if (sodium_init() < 0) return MS_ENOMEM;
-  if (opts) ms->opts = *opts;
-  if (opts && opts->keys)
-    ms->keys = *opts->keys;
+  int rc = copy_options(&ms->opts, opts);
+  if (rc != 0) return rc;
+  if (ms->opts.keys)
+    ms->keys = *ms->opts.keys;
   else if (ms_keypair_generate(&ms->keys) != 0)
     return MS_EKEY;
-  memcpy(ms->app_key, opts && opts->app_key ? opts->app_key : ms_appkey_scuttlebutt(),
+  memcpy(ms->app_key, ms->opts.app_key ? ms->opts.app_key : ms_appkey_scuttlebutt(),
          MS_APPKEYBYTES);
   ms->opts.keys = &ms->keys;
   ms->opts.app_key = ms->app_key;
@@ -111,7 +222,7 @@ static int setup(ms_t *ms, const ms_options_t *opts) {
   if (ms->opts.connect_timeout_ms == 0) ms->opts.connect_timeout_ms = 10000;
   ms->slab = malloc(MS_READ_SLAB);
   if (ms->slab == NULL) return MS_ENOMEM;
-  int rc = uv_mutex_init(&ms->qlock);
+  rc = uv_mutex_init(&ms->qlock);
   if (rc != 0) return rc;
   rc = uv_async_init(ms->loop, &ms->async, drain_calls);
   if (rc != 0) {
@@ -121,12 +232,17 @@ static int setup(ms_t *ms, const ms_options_t *opts) {
   ms->async.data = ms;
   uv_idle_init(ms->loop, &ms->idle);
   ms->idle.data = ms;
+  uv_check_init(ms->loop, &ms->check);
+  ms->check.data = ms;
+  uv_unref((uv_handle_t *)&ms->check); /* idle keeps the loop going */
+  ms->handles_open = 3;
   /* The queue alone must not keep ms_run() going. */
   uv_unref((uv_handle_t *)&ms->async);
-  ms_register(ms, &ms__proto_net, NULL);
-  ms_register(ms, &ms__proto_unix, NULL);
-  ms_register(ms, &ms__proto_noauth, NULL);
-  ms_register(ms, &ms__proto_shs, ms); /* shs_validate checks listen keys */
+  if ((rc = ms_register(ms, &ms__proto_net, NULL)) != 0 ||
+      (rc = ms_register(ms, &ms__proto_unix, NULL)) != 0 ||
+      (rc = ms_register(ms, &ms__proto_noauth, NULL)) != 0 ||
+      (rc = ms_register(ms, &ms__proto_shs, ms)) != 0) /* validate checks listen keys */
+    return rc;
   return 0;
 }
 
@@ -136,6 +252,13 @@ static void wipe_free(ms_t *ms) {
   free(ms->slab);
   sodium_memzero(ms, sizeof(*ms));
   free(ms);
+}
+
+/* Close the library's own handles; the last close callback finishes. */
+static void close_handles(ms_t *ms) {
+  uv_close((uv_handle_t *)&ms->idle, handle_closed);
+  uv_close((uv_handle_t *)&ms->check, handle_closed);
+  uv_close((uv_handle_t *)&ms->async, handle_closed);
 }
 
 int ms_new(ms_t **out, const ms_options_t *opts) {
@@ -151,6 +274,10 @@ int ms_new(ms_t **out, const ms_options_t *opts) {
   ms->owns_loop = true;
   rc = setup(ms, opts);
   if (rc != 0) {
+    if (ms->handles_open) {
+      close_handles(ms);
+      uv_run(ms->loop, UV_RUN_DEFAULT);
+    }
     uv_loop_close(&ms->own_loop);
     wipe_free(ms);
     return rc;
@@ -166,6 +293,14 @@ int ms_new_on_loop(ms_t **out, uv_loop_t *loop, const ms_options_t *opts) {
   ms->loop = loop;
   int rc = setup(ms, opts);
   if (rc != 0) {
+    if (ms->handles_open) {
+      /* A foreign loop: the handles close when the caller runs it; keep
+       * the memory until then rather than free it under libuv. */
+      ms->state = MS_STATE_CLOSED;
+      ms->free_when_closed = true;
+      close_handles(ms);
+      return rc;
+    }
     wipe_free(ms);
     return rc;
   }
@@ -173,23 +308,81 @@ int ms_new_on_loop(ms_t **out, uv_loop_t *loop, const ms_options_t *opts) {
   return 0;
 }
 
-static void on_async_closed(uv_handle_t *h) {
+/* ---- teardown --------------------------------------------------------- */
+
+static void destroy_instances(ms_t *ms) {
+  if (ms->destroyed) return;
+  ms->destroyed = true;
+  for (size_t i = ms->nprotos; i-- > 0;) {
+    ms_proto_entry_t *e = &ms->protos[i];
+    if (e->proto.destroy) e->proto.destroy(ms, e->pdata);
+  }
+}
+
+static void handle_closed(uv_handle_t *h) {
   ms_t *ms = h->data;
-  ms->async.data = NULL;
+  if (--ms->handles_open > 0) return;
+  uv_mutex_destroy(&ms->qlock);
+  if (ms->free_when_closed) {
+    wipe_free(ms); /* a failed ms_new_on_loop */
+    return;
+  }
+  ms->state = MS_STATE_CLOSED;
+  ms_closed_cb cb = ms->closed_cb;
+  ms->closed_cb = NULL;
+  if (cb) cb(ms, ms->closed_arg);
+}
+
+static void close_progress(void *arg) {
+  ms_t *ms = arg;
+  if (ms->state != MS_STATE_CLOSING || ms->live != 0) return;
+  destroy_instances(ms);
+  if (ms->refs != 0 || ms->live != 0) return; /* ms_unref comes back here */
+  if (ms->dhead) { /* let what the instances deferred run first */
+    ms_defer(ms, &ms->close_node, close_progress, ms);
+    return;
+  }
+  ms->state = MS_STATE_CLOSED; /* set before the handles go: no more defers */
+  drain_calls(&ms->async);
+  close_handles(ms);
+}
+
+int ms_close(ms_t *ms, ms_closed_cb cb, void *arg) {
+  if (ms == NULL || ms->state != MS_STATE_OPEN) return MS_EINVAL;
+  ms->state = MS_STATE_CLOSING;
+  ms->closed_cb = cb;
+  ms->closed_arg = arg;
+  ms_defer(ms, &ms->close_node, close_progress, ms);
+  return 0;
 }
 
 int ms_delete(ms_t *ms) {
   if (ms == NULL) return MS_EINVAL;
-  if (ms->live != 0) return MS_EEXIST;
   if (ms->thread_started) return MS_EEXIST;
+  if (ms->state == MS_STATE_CLOSED) {
+    if (ms->handles_open != 0) return MS_EBUSY; /* ms_close not finished */
+    if (ms->owns_loop) {
+      uv_run(ms->loop, UV_RUN_NOWAIT);
+      uv_loop_close(ms->loop);
+    }
+    wipe_free(ms);
+    return 0;
+  }
+  if (ms->state == MS_STATE_CLOSING) return MS_EBUSY;
+  if (ms->in_run) return MS_EBUSY; /* from a callback: use ms_close */
+  if (ms->live != 0) return MS_EEXIST;
   /* Run what is still queued (e.g. deferred close callbacks). */
   drain_calls(&ms->async);
   while (ms->dhead) run_deferred(&ms->idle);
   if (ms->live != 0) return MS_EEXIST;
-  uv_close((uv_handle_t *)&ms->idle, NULL);
-  uv_close((uv_handle_t *)&ms->async, on_async_closed);
-  while (ms->async.data != NULL) uv_run(ms->loop, UV_RUN_NOWAIT);
-  uv_mutex_destroy(&ms->qlock);
+  destroy_instances(ms);
+  while (ms->refs != 0 || ms->dhead) {
+    if (ms->dhead) run_deferred(&ms->idle);
+    else uv_run(ms->loop, UV_RUN_ONCE); /* plugin handles closing */
+  }
+  ms->state = MS_STATE_CLOSED;
+  close_handles(ms);
+  while (ms->handles_open != 0) uv_run(ms->loop, UV_RUN_NOWAIT);
   if (ms->owns_loop) {
     uv_run(ms->loop, UV_RUN_DEFAULT);
     uv_loop_close(ms->loop);
@@ -202,7 +395,11 @@ int ms_run(ms_t *ms, int mode) {
   uv_run_mode m = mode == MS_RUN_ONCE     ? UV_RUN_ONCE
                   : mode == MS_RUN_NOWAIT ? UV_RUN_NOWAIT
                                           : UV_RUN_DEFAULT;
-  return uv_run(ms->loop, m);
+  bool outer = !ms->in_run;
+  ms->in_run = true;
+  int rc = uv_run(ms->loop, m);
+  if (outer) ms->in_run = false;
+  return rc;
 }
 
 void ms_stop(ms_t *ms) { uv_stop(ms->loop); }
@@ -215,7 +412,9 @@ const ms_options_t *ms_options(const ms_t *ms) { return &ms->opts; }
 
 static void loop_thread(void *arg) {
   ms_t *ms = arg;
+  ms->in_run = true;
   uv_run(ms->loop, UV_RUN_DEFAULT);
+  ms->in_run = false;
 }
 
 int ms_thread_start(ms_t *ms) {
@@ -248,23 +447,48 @@ int ms_thread_join(ms_t *ms) {
 
 /* ---- registry --------------------------------------------------------- */
 
+/* The first published layout: name .. advertise. */
+#define PROTO_V1_SIZE (offsetof(ms_protocol_t, init))
+
+int ms__proto_copy(const ms_protocol_t *in, ms_protocol_t *out) {
+  size_t n = in->size ? in->size : PROTO_V1_SIZE;
+  if (n > sizeof(*in) || n < offsetof(ms_protocol_t, validate)) return MS_EINVAL;
+  memset(out, 0, sizeof(*out));
+  memcpy(out, in, n);
+  out->size = sizeof(*out);
+  return 0;
+}
+
 int ms_register(ms_t *ms, const ms_protocol_t *proto, void *pdata) {
-  if (ms == NULL || proto == NULL || proto->name == NULL) return MS_EINVAL;
-  if (proto->kind == MS_PROTO_TRANSPORT && (!proto->listen || !proto->dial))
+  if (ms == NULL || proto == NULL || ms->state != MS_STATE_OPEN) return MS_EINVAL;
+  ms_protocol_t p;
+  if (ms__proto_copy(proto, &p) != 0 || p.name == NULL || p.name[0] == '\0')
     return MS_EINVAL;
-  if (proto->kind == MS_PROTO_TRANSFORM && !proto->wrap) return MS_EINVAL;
-  if (proto->kind != MS_PROTO_TRANSPORT && proto->kind != MS_PROTO_TRANSFORM)
+  if (p.kind == MS_PROTO_TRANSPORT &&
+      (!p.dial || (p.listen == NULL) != (p.listen_close == NULL)))
     return MS_EINVAL;
-  if (ms__find_protocol(ms, proto->name)) return MS_EEXIST;
+  if (p.kind == MS_PROTO_TRANSFORM && !p.wrap) return MS_EINVAL;
+  if (p.kind != MS_PROTO_TRANSPORT && p.kind != MS_PROTO_TRANSFORM)
+    return MS_EINVAL;
+  if (ms__find_protocol(ms, p.name)) return MS_EEXIST;
   if (ms->nprotos == MS_MAX_PROTOCOLS) return MS_ELIMIT;
-  ms->protos[ms->nprotos].proto = proto;
-  ms->protos[ms->nprotos].pdata = pdata;
+  ms_proto_entry_t *e = &ms->protos[ms->nprotos];
+  e->proto = p;
+  e->pdata = pdata;
+  e->has_instance = false;
+  if (p.init) {
+    void *inst = NULL;
+    int rc = p.init(ms, pdata, &inst);
+    if (rc != 0) return rc;
+    e->pdata = inst;
+    e->has_instance = true;
+  }
   ms->nprotos++;
   return 0;
 }
 
 const ms_proto_entry_t *ms__find_protocol(const ms_t *ms, const char *name) {
   for (size_t i = 0; i < ms->nprotos; i++)
-    if (strcmp(ms->protos[i].proto->name, name) == 0) return &ms->protos[i];
+    if (strcmp(ms->protos[i].proto.name, name) == 0) return &ms->protos[i];
   return NULL;
 }

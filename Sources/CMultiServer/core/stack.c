@@ -9,9 +9,35 @@
 #include "internal.h"
 #include "address.h"
 
+int ms__transport_scope(const ms_protocol_t *p, const ms_section_t *sec,
+                        void *pdata) {
+  if (p->scope) {
+    int sc = p->scope(sec, pdata);
+    return sc >= MS_SCOPE_DEVICE && sc <= MS_SCOPE_PUBLIC ? sc : MS_SCOPE_PUBLIC;
+  }
+  if (p->is_device && p->is_device(sec, pdata)) return MS_SCOPE_DEVICE;
+  return MS_SCOPE_PUBLIC;
+}
+
+bool ms__noauth_scope_ok(const ms_options_t *o, int scope) {
+  if (scope == MS_SCOPE_DEVICE) return true;
+  if (o->allow_remote_noauth) return true;
+  return scope == MS_SCOPE_LOOPBACK && o->allow_loopback_noauth;
+}
+
+static const char *noauth_refusal(int scope) {
+  return scope == MS_SCOPE_LOOPBACK
+             ? "noauth refused on loopback TCP, where any local user can connect "
+               "(%s); set allow_loopback_noauth to permit it, or use a unix socket"
+             : "noauth refused on a stack that leaves this device (%s); "
+               "set allow_remote_noauth to permit it";
+}
+
 int ms__stack_resolve(ms_t *ms, const ms_addr_t *a, size_t alt, int role,
-                      ms_stack_t *st, char *reason, size_t reason_len) {
+                      const ms_popts_t *opts, ms_stack_t *st, char *reason,
+                      size_t reason_len) {
   memset(st, 0, sizeof(*st));
+  st->opts = opts;
   st->nsec = ms_addr_sections(a, alt);
   if (st->nsec == 0 || st->nsec > MS_ADDR_MAX_SECTIONS) {
     ms__reason(reason, reason_len, "empty stack");
@@ -25,7 +51,7 @@ int ms__stack_resolve(ms_t *ms, const ms_addr_t *a, size_t alt, int role,
       return MS_EPROTO_UNKNOWN;
     }
     int want = i == 0 ? MS_PROTO_TRANSPORT : MS_PROTO_TRANSFORM;
-    if (e->proto->kind != want) {
+    if (e->proto.kind != want) {
       ms__reason(reason, reason_len,
                  i == 0 ? "\"%s\" is a transform: a stack starts with a transport"
                         : "\"%s\" is a transport: only transforms may follow the first section",
@@ -34,8 +60,13 @@ int ms__stack_resolve(ms_t *ms, const ms_addr_t *a, size_t alt, int role,
     }
     st->protos[i] = e;
   }
+  if (role == MS_ROLE_SERVER && st->protos[0]->proto.listen == NULL) {
+    ms__reason(reason, reason_len, "\"%s\" is a client-only transport: it cannot listen",
+               st->secs[0].name);
+    return MS_ESTACK;
+  }
   for (size_t i = 0; i < st->nsec; i++) {
-    const ms_protocol_t *p = st->protos[i]->proto;
+    const ms_protocol_t *p = &st->protos[i]->proto;
     if (p->validate == NULL) continue;
     char why[MS_REASON_LEN] = "";
     int rc = p->validate(&st->secs[i], role, st->protos[i]->pdata, why, sizeof why);
@@ -44,18 +75,16 @@ int ms__stack_resolve(ms_t *ms, const ms_addr_t *a, size_t alt, int role,
       return rc;
     }
   }
-  const ms_protocol_t *t = st->protos[0]->proto;
-  st->is_device = t->is_device && t->is_device(&st->secs[0], st->protos[0]->pdata);
-  if (!st->is_device && !ms_options(ms)->allow_remote_noauth) {
+  const ms_protocol_t *t = &st->protos[0]->proto;
+  st->scope = ms__transport_scope(t, &st->secs[0], st->protos[0]->pdata);
+  if (!ms__noauth_scope_ok(ms_options(ms), st->scope)) {
     for (size_t i = 1; i < st->nsec; i++)
       if (strcmp(st->secs[i].name, "noauth") == 0) {
-        ms__reason(reason, reason_len,
-                   "noauth refused on a stack that leaves this device (%s); "
-                   "set allow_remote_noauth to permit it", st->secs[0].name);
+        ms__reason(reason, reason_len, noauth_refusal(st->scope), st->secs[0].name);
         return MS_ENOAUTH_REMOTE;
       }
   }
-  return 0;
+  return ms__popts_check(opts, st, reason, reason_len);
 }
 
 /* ---- transform chain --------------------------------------------------- */
@@ -63,19 +92,43 @@ int ms__stack_resolve(ms_t *ms, const ms_addr_t *a, size_t alt, int role,
 ms_t *ms_pwrap_ms(const ms_pwrap_t *pw) { return pw->ms; }
 void ms_pwrap_set_impl(ms_pwrap_t *pw, void *impl) { pw->impl = impl; }
 void *ms_pwrap_impl(const ms_pwrap_t *pw) { return pw->impl; }
-bool ms_pwrap_is_device(const ms_pwrap_t *pw) { return pw->stack->is_device; }
+bool ms_pwrap_is_device(const ms_pwrap_t *pw) {
+  return pw->stack->scope == MS_SCOPE_DEVICE;
+}
+int ms_pwrap_scope(const ms_pwrap_t *pw) { return pw->stack->scope; }
+size_t ms_pwrap_nsections(const ms_pwrap_t *pw) { return pw->stack->nsec; }
+size_t ms_pwrap_position(const ms_pwrap_t *pw) { return pw->idx; }
+const ms_section_t *ms_pwrap_section(const ms_pwrap_t *pw, size_t i) {
+  return i < pw->stack->nsec ? &pw->stack->secs[i] : NULL;
+}
+const char *ms_pwrap_opt(const ms_pwrap_t *pw, const char *key) {
+  return ms_popts_get(pw->stack->opts, pw->stack->protos[pw->idx]->proto.name, key);
+}
 
-static void chain_finish(ms_pwrap_t *pw, ms_stream_t *s, int status,
+/* The transform being applied is done with authorization. */
+static void drop_auth(ms_pwrap_t *pw) {
+  ms__authorize_detach(pw);
+  if (pw->has_avalue) {
+    ms__auth_free(pw->ms, pw->avalue);
+    pw->has_avalue = false;
+    pw->avalue = NULL;
+  }
+}
+
+static void chain_finish(ms_pwrap_t *pw, ms_stream_t *s, int status, int fclass,
                          const char *reason) {
-  pw->cb(pw, s, status, reason, pw->arg);
+  drop_auth(pw);
+  pw->cb(pw, s, status, fclass, reason, pw->arg);
   free(pw);
 }
 
-static void chain_fail(ms_pwrap_t *pw, int status, const char *reason) {
+static void chain_fail(ms_pwrap_t *pw, int status, int fclass, const char *reason) {
   char buf[MS_REASON_LEN];
-  const char *name = pw->stack->protos[pw->idx]->proto->name;
+  const char *name = pw->stack->protos[pw->idx]->proto.name;
   ms__reason(buf, sizeof buf, "%s: %s", name, reason ? reason : ms_strerror(status));
-  chain_finish(pw, NULL, pw->canceled ? MS_ECANCELED : status, buf);
+  if (pw->canceled) status = MS_ECANCELED;
+  if (fclass == MS_FAIL_DEFAULT) fclass = ms_error_class(status);
+  chain_finish(pw, NULL, status, fclass, buf);
 }
 
 /* Apply transforms from pw->idx on, with s the stream below; returns when
@@ -84,11 +137,11 @@ static void chain_step(ms_pwrap_t *pw, ms_stream_t *s) {
   for (;;) {
     if (pw->canceled) {
       ms_stream_close(s, NULL, NULL);
-      chain_finish(pw, NULL, MS_ECANCELED, "canceled");
+      chain_finish(pw, NULL, MS_ECANCELED, MS_FAIL_AUTH, "canceled");
       return;
     }
     if (pw->idx >= pw->stack->nsec) {
-      chain_finish(pw, s, 0, NULL);
+      chain_finish(pw, s, 0, MS_FAIL_DEFAULT, NULL);
       return;
     }
     const ms_proto_entry_t *e = pw->stack->protos[pw->idx];
@@ -96,13 +149,14 @@ static void chain_step(ms_pwrap_t *pw, ms_stream_t *s) {
     pw->handoff = NULL;
     pw->sync_done = false;
     pw->sync_status = 0;
+    pw->sync_class = MS_FAIL_DEFAULT;
     pw->in_wrap = true;
     pw->lower = s;
-    int rc = e->proto->wrap(pw, s, &pw->stack->secs[pw->idx], pw->role, e->pdata);
+    int rc = e->proto.wrap(pw, s, &pw->stack->secs[pw->idx], pw->role, e->pdata);
     pw->in_wrap = false;
     if (rc != 0) {
-      ms_stream_close(s, NULL, NULL);
-      chain_fail(pw, rc, NULL);
+      if (!pw->sync_done) ms_stream_close(s, NULL, NULL);
+      chain_fail(pw, rc, MS_FAIL_DEFAULT, pw->sync_done ? pw->sync_reason : NULL);
       return;
     }
     if (!pw->sync_done) { /* in flight: ms_pwrap_done continues */
@@ -110,21 +164,40 @@ static void chain_step(ms_pwrap_t *pw, ms_stream_t *s) {
       return;
     }
     if (pw->sync_status != 0) {
-      chain_fail(pw, pw->sync_status, pw->sync_reason);
+      chain_fail(pw, pw->sync_status, pw->sync_class, pw->sync_reason);
       return;
     }
     s = pw->handoff;
   }
 }
 
-void ms_pwrap_done(ms_pwrap_t *pw, int status, ms_stream_t *s,
-                   const char *reason) {
+/* A transform's new stream: inherit from below, take the accepted value. */
+static int adopt(ms_pwrap_t *pw, ms_stream_t *s) {
+  int rc = ms__stream_inherit(s, pw->lower);
+  if (rc != 0) return rc;
+  ms__authorize_detach(pw);
+  if (pw->has_avalue) {
+    ms__stream_own_auth(s, pw->avalue);
+    pw->has_avalue = false;
+    pw->avalue = NULL;
+  }
+  return 0;
+}
+
+static void pwrap_finish(ms_pwrap_t *pw, int status, int fclass, ms_stream_t *s,
+                         const char *reason) {
   if (status == 0 && s == NULL) status = MS_EINVAL;
-  if (status == 0) ms__stream_inherit(s, pw->lower);
+  if (status == 0 && (status = adopt(pw, s)) != 0) {
+    ms_stream_close(s, NULL, NULL); /* its close closes the stream below */
+    s = NULL;
+    reason = "out of memory";
+  }
+  if (status != 0) drop_auth(pw);
   if (pw->in_wrap) {
     pw->sync_done = true;
     if (status != 0) { /* chain_step finishes after wrap() returns */
       pw->sync_status = status;
+      pw->sync_class = fclass;
       ms__reason(pw->sync_reason, sizeof pw->sync_reason, "%s",
                  reason ? reason : ms_strerror(status));
       return;
@@ -135,11 +208,20 @@ void ms_pwrap_done(ms_pwrap_t *pw, int status, ms_stream_t *s,
   }
   pw->in_flight = false;
   if (status != 0) {
-    chain_fail(pw, status, reason);
+    chain_fail(pw, status, fclass, reason);
     return;
   }
   pw->idx++;
   chain_step(pw, s);
+}
+
+void ms_pwrap_done(ms_pwrap_t *pw, int status, ms_stream_t *s,
+                   const char *reason) {
+  pwrap_finish(pw, status, MS_FAIL_DEFAULT, s, reason);
+}
+
+void ms_pwrap_fail(ms_pwrap_t *pw, int status, int fclass, const char *reason) {
+  pwrap_finish(pw, status ? status : MS_EINVAL, fclass, NULL, reason);
 }
 
 static void chain_begin(void *arg) {
@@ -161,11 +243,7 @@ ms_pwrap_t *ms__chain_start(ms_t *ms, const ms_stack_t *st, ms_stream_t *lower,
   pw->cb = cb;
   pw->arg = arg;
   pw->handoff = lower;
-  if (ms__defer(ms, chain_begin, pw) != 0) {
-    ms_stream_close(lower, NULL, NULL);
-    free(pw);
-    return NULL;
-  }
+  ms_defer(ms, &pw->start_node, chain_begin, pw);
   return pw;
 }
 
@@ -173,7 +251,7 @@ void ms__chain_cancel(ms_pwrap_t *pw) {
   if (pw->canceled) return;
   pw->canceled = true;
   if (!pw->in_flight) return; /* chain_step sees the flag */
-  const ms_protocol_t *p = pw->stack->protos[pw->idx]->proto;
+  const ms_protocol_t *p = &pw->stack->protos[pw->idx]->proto;
   if (p->wrap_cancel) p->wrap_cancel(pw);
 }
 
@@ -198,13 +276,12 @@ int ms__addr_parse_reason(const char *address, ms_addr_t **out, char *reason,
 
 /* ---- registry-free check of an address ----------------------------------- */
 
-extern const ms_protocol_t ms__proto_shs;
-
-static const ms_protocol_t *builtin(const char *name) {
+static const ms_protocol_t *builtin(const char *name, ms_protocol_t *out) {
   const ms_protocol_t *all[] = {&ms__proto_net, &ms__proto_unix,
                                 &ms__proto_noauth, &ms__proto_shs};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-    if (strcmp(all[i]->name, name) == 0) return all[i];
+    if (strcmp(all[i]->name, name) == 0 && ms__proto_copy(all[i], out) == 0)
+      return out;
   return NULL;
 }
 
@@ -218,11 +295,12 @@ int ms_address_check(const char *address, bool listen, char **canonical,
   for (size_t alt = 0; alt < ms_addr_alternatives(a) && rc == 0; alt++) {
     size_t n = ms_addr_sections(a, alt);
     ms_section_t secs[MS_ADDR_MAX_SECTIONS];
+    ms_protocol_t copies[MS_ADDR_MAX_SECTIONS];
     const ms_protocol_t *protos[MS_ADDR_MAX_SECTIONS] = {0};
     bool all_known = true;
     for (size_t i = 0; i < n; i++) {
       ms__addr_section(a, alt, i, &secs[i]);
-      protos[i] = builtin(secs[i].name);
+      protos[i] = builtin(secs[i].name, &copies[i]);
       if (protos[i] == NULL) all_known = false;
     }
     for (size_t i = 0; i < n && rc == 0; i++) {
@@ -241,13 +319,22 @@ int ms_address_check(const char *address, bool listen, char **canonical,
         ms__reason(reason, reason_len, "alternative %zu: %s", alt + 1,
                    why[0] ? why : ms_strerror(rc));
     }
-    if (rc == 0 && all_known && n > 0 && !(protos[0]->is_device && protos[0]->is_device(&secs[0], NULL))) {
-      for (size_t i = 1; i < n; i++)
-        if (protos[i] == &ms__proto_noauth) {
+    if (rc == 0 && all_known && n > 0) {
+      int scope = ms__transport_scope(protos[0], &secs[0], NULL);
+      for (size_t i = 1; i < n && scope != MS_SCOPE_DEVICE; i++)
+        if (strcmp(secs[i].name, "noauth") == 0) {
           ms__reason(reason, reason_len,
-                     "alternative %zu: noauth on a stack that leaves this device", alt + 1);
+                     scope == MS_SCOPE_LOOPBACK
+                         ? "alternative %zu: noauth on loopback TCP needs allow_loopback_noauth"
+                         : "alternative %zu: noauth on a stack that leaves this device",
+                     alt + 1);
           rc = MS_ENOAUTH_REMOTE;
         }
+      if (rc == 0 && listen && protos[0]->listen == NULL) {
+        ms__reason(reason, reason_len, "alternative %zu: \"%s\" is a client-only transport",
+                   alt + 1, secs[0].name);
+        rc = MS_ESTACK;
+      }
     }
   }
   if (rc == 0 && canonical) {

@@ -20,18 +20,18 @@ struct ms_uvstream_s {
   ms_stream_t *s;
 };
 
-ms_uvstream_t *ms__uvstream_alloc(void) {
+ms_uvstream_t *ms_uvstream_alloc(void) {
   ms_uvstream_t *u = calloc(1, sizeof(*u));
   if (u) u->h.handle.data = u;
   return u;
 }
 
-uv_tcp_t *ms__uvstream_tcp(ms_uvstream_t *u) { return &u->h.tcp; }
-uv_pipe_t *ms__uvstream_pipe(ms_uvstream_t *u) { return &u->h.pipe; }
+uv_tcp_t *ms_uvstream_tcp(ms_uvstream_t *u) { return &u->h.tcp; }
+uv_pipe_t *ms_uvstream_pipe(ms_uvstream_t *u) { return &u->h.pipe; }
 
 static void free_on_close(uv_handle_t *h) { free(h->data); }
 
-void ms__uvstream_discard(ms_uvstream_t *u) {
+void ms_uvstream_discard(ms_uvstream_t *u) {
   if (u == NULL) return;
   if (u->h.handle.loop && !uv_is_closing(&u->h.handle))
     uv_close(&u->h.handle, free_on_close);
@@ -129,6 +129,7 @@ static void us_close(ms_stream_t *s) {
 }
 
 static const ms_stream_ops_t uvstream_ops = {
+    .size = sizeof(ms_stream_ops_t),
     .write = us_write,
     .read_start = us_read_start,
     .read_stop = us_read_stop,
@@ -136,7 +137,13 @@ static const ms_stream_ops_t uvstream_ops = {
     .close = us_close,
 };
 
-ms_stream_t *ms__uvstream_start(ms_uvstream_t *u, ms_t *ms,
+uv_stream_t *ms_uvstream_handle(ms_stream_t *s) {
+  if (s == NULL || s->ops.close != us_close) return NULL;
+  ms_uvstream_t *u = ms_stream_impl(s);
+  return &u->h.stream;
+}
+
+ms_stream_t *ms_uvstream_start(ms_uvstream_t *u, ms_t *ms,
                                 const char *address) {
   ms_stream_t *s = ms_stream_new(ms, &uvstream_ops, u, address);
   if (s == NULL) return NULL;
@@ -145,10 +152,10 @@ ms_stream_t *ms__uvstream_start(ms_uvstream_t *u, ms_t *ms,
   return s;
 }
 
-int ms__uvstream_accept(ms_t *ms, uv_stream_t *server, bool tcp,
+int ms_uvstream_accept(ms_t *ms, uv_stream_t *server, bool tcp,
                         ms_uv_name_fn name, void *arg, ms_stream_t **out) {
   char addr[256];
-  ms_uvstream_t *u = ms__uvstream_alloc();
+  ms_uvstream_t *u = ms_uvstream_alloc();
   if (u == NULL) return MS_ENOMEM;
   int rc = tcp ? uv_tcp_init(ms_loop(ms), &u->h.tcp)
                : uv_pipe_init(ms_loop(ms), &u->h.pipe, 0);
@@ -159,7 +166,7 @@ int ms__uvstream_accept(ms_t *ms, uv_stream_t *server, bool tcp,
   u->h.handle.data = u;
   rc = uv_accept(server, &u->h.stream);
   if (rc == 0) rc = name(u, addr, sizeof addr, arg);
-  if (rc == 0 && (*out = ms__uvstream_start(u, ms, addr)) == NULL) rc = MS_ENOMEM;
-  if (rc != 0) ms__uvstream_discard(u);
+  if (rc == 0 && (*out = ms_uvstream_start(u, ms, addr)) == NULL) rc = MS_ENOMEM;
+  if (rc != 0) ms_uvstream_discard(u);
   return rc;
 }

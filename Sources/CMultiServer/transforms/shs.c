@@ -15,12 +15,15 @@
 
 #include <sodium.h>
 
-#include "internal.h"
+#include "multiserver_plugin.h"
+#include "multiserver_uv.h"
 #include "boxstream.h"
 #include "shs_core.h"
 
 #define SHS_POOL_MAX 4
 #define SHS_B64_LEN 45
+#define SHS_REASON_LEN 256
+#define SHS_DEFAULT_TIMEOUT_MS 15000
 
 enum { PH_HANDSHAKE, PH_AUTHORIZING, PH_OPEN, PH_FAILED };
 
@@ -29,11 +32,6 @@ struct shs_buf_s {
   shs_buf_t *next;
   size_t cap;
   uint8_t data[];
-};
-
-struct ms_authorize_s {
-  struct shs_conn_s *conn; /* NULL once the handshake has gone away */
-  ms_t *ms;                /* for authorize_free of a late value */
 };
 
 typedef struct shs_conn_s {
@@ -50,8 +48,6 @@ typedef struct shs_conn_s {
   uint8_t out2[MS_SHS_MSG3_LEN]; /* msg3 or msg4 */
   uint8_t *early;                 /* session bytes that came with the handshake */
   size_t early_len;
-  ms_authorize_t *auth_req;
-  void *auth_value;
   uv_timer_t timer;
   bool timer_closed;
   bool lower_closed;
@@ -79,9 +75,6 @@ static int b64_key(const uint8_t key[32], char out[SHS_B64_LEN]) {
 /* ---- lifetime ---------------------------------------------------------- */
 
 static void conn_free(shs_conn_t *c) {
-  /* An accepted value that never reached a stream (the handshake failed
-   * after the hook said yes) still goes back to its owner. */
-  if (c->auth_value) ms__auth_free(c->ms, c->auth_value);
   ms_shs_wipe(&c->hs);
   ms_box_wipe(&c->enc);
   ms_unbox_free(&c->dec);
@@ -129,20 +122,23 @@ static void on_lower_closed(ms_stream_t *s, void *arg) {
   maybe_free(c);
 }
 
-/* Handshake failed: hang up at once (send nothing more) and report. */
-static void fail(shs_conn_t *c, int status, const char *reason) {
+/* Handshake failed: hang up at once (send nothing more) and report. A
+ * pending authorize request is withdrawn by the wrap's end. fclass says
+ * whether another path may do better (MS_FAIL_PATH: a hang-up, a reset, a
+ * timeout) or not (MS_FAIL_AUTH: a key or a network that does not match). */
+static void fail_as(shs_conn_t *c, int status, int fclass, const char *reason) {
   if (c->phase == PH_FAILED || c->phase == PH_OPEN) return;
   c->phase = PH_FAILED;
-  if (c->auth_req) {
-    c->auth_req->conn = NULL; /* ms_authorize_done frees it later */
-    c->auth_req = NULL;
-  }
   ms_shs_wipe(&c->hs);
   stop_timer(c);
   ms_stream_close(c->lower, on_lower_closed, c);
   ms_pwrap_t *pw = c->pw;
   c->pw = NULL;
-  ms_pwrap_done(pw, status, NULL, reason);
+  ms_pwrap_fail(pw, status, fclass, reason);
+}
+
+static void fail(shs_conn_t *c, int status, const char *reason) {
+  fail_as(c, status, MS_FAIL_DEFAULT, reason);
 }
 
 /* ---- the open session: box-stream ---------------------------------------- */
@@ -328,6 +324,7 @@ static void shs_close(ms_stream_t *s) {
 }
 
 static const ms_stream_ops_t shs_ops = {
+    .size = sizeof(ms_stream_ops_t),
     .write = shs_write,
     .read_start = shs_read_start,
     .read_stop = shs_read_stop,
@@ -368,9 +365,7 @@ static void established(shs_conn_t *c) {
   ms_stream_set_remote_key(up, o.remote_pk);
   sodium_memzero(&o, sizeof o);
   ms_stream_set_server(up, c->role == MS_ROLE_SERVER);
-  ms__stream_own_auth(up, c->auth_value);
-  c->auth_value = NULL; /* the stream owns it now */
-  c->upper = up;
+  c->upper = up; /* the wrap attaches an accepted authorize value */
   c->phase = PH_OPEN;
   stop_timer(c);
   ms_stream_read_stop(c->lower); /* resumes when the user reads */
@@ -394,43 +389,30 @@ static void server_accept(shs_conn_t *c) {
   if (c->phase == PH_HANDSHAKE || c->phase == PH_AUTHORIZING) established(c);
 }
 
-void ms_authorize_done(ms_authorize_t *req, bool accept, void *value) {
-  if (req == NULL) return;
-  shs_conn_t *c = req->conn;
-  ms_t *ms = req->ms;
-  free(req);
-  if (c == NULL) { /* the handshake already failed or was canceled */
-    if (accept) ms__auth_free(ms, value);
-    return;
-  }
-  c->auth_req = NULL;
-  if (!accept) {
+static void on_authorized(ms_pwrap_t *pw, bool accepted, void *arg) {
+  (void)pw;
+  shs_conn_t *c = arg;
+  if (c->phase != PH_AUTHORIZING) return;
+  if (!accepted) {
     fail(c, MS_EUNAUTHORIZED, "client key not authorized");
     return;
   }
-  c->auth_value = value;
   c->phase = PH_HANDSHAKE;
   server_accept(c);
   /* Bytes that arrived while authorizing are session data (c->early). */
 }
 
 static void authorize(shs_conn_t *c) {
-  const ms_options_t *o = ms_options(c->ms);
-  if (o->authorize == NULL) {
+  if (ms_options(c->ms)->authorize == NULL) {
     server_accept(c);
     return;
   }
-  ms_authorize_t *req = calloc(1, sizeof(*req));
-  if (req == NULL) {
-    fail(c, MS_ENOMEM, "out of memory");
-    return;
-  }
-  req->conn = c;
-  req->ms = c->ms;
-  c->auth_req = req;
   c->phase = PH_AUTHORIZING;
   ms_stream_read_stop(c->lower); /* nothing more until we answer */
-  o->authorize(ms_shs_remote_key(&c->hs), req, o->authorize_arg);
+  /* The service copies the key: the request outlives this handshake state. */
+  int rc = ms_pwrap_authorize(c->pw, "ed25519", ms_shs_remote_key(&c->hs),
+                              MS_PUBLICKEYBYTES, on_authorized, c);
+  if (rc != 0) fail(c, rc, "cannot ask the authorize hook");
 }
 
 /* One complete handshake message arrived in c->in. */
@@ -482,6 +464,16 @@ static int keep_early(shs_conn_t *c, const uint8_t *data, size_t len) {
   return 0;
 }
 
+/* What the handshake waits for, for a timeout's reason. */
+static const char *waiting_for(shs_conn_t *c) {
+  if (c->phase == PH_AUTHORIZING) return "the authorize hook did not answer";
+  if (c->role == MS_ROLE_SERVER)
+    return c->hs.stage == MS_SHS_SERVER_WAIT_HELLO ? "no msg1 (client hello) from the client"
+                                                   : "no msg3 (client auth) from the client";
+  return c->hs.stage == MS_SHS_CLIENT_WAIT_HELLO ? "no msg2 (server hello) from the server"
+                                                 : "no msg4 (server accept) from the server";
+}
+
 static const char *hangup_reason(shs_conn_t *c) {
   if (c->role == MS_ROLE_SERVER)
     return c->hs.stage == MS_SHS_SERVER_WAIT_HELLO
@@ -499,12 +491,14 @@ static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *dat
   (void)lower;
   shs_conn_t *c = arg;
   if (status != 0) {
-    char why[MS_REASON_LEN];
+    char why[SHS_REASON_LEN];
     if (status == MS_EOF)
-      ms__reason(why, sizeof why, "%s", hangup_reason(c));
+      ms_reasonf(why, sizeof why, "%s", hangup_reason(c));
     else
-      ms__reason(why, sizeof why, "%s (%s)", hangup_reason(c), ms_strerror(status));
-    fail(c, status == MS_EOF ? MS_EHANDSHAKE : status, why);
+      ms_reasonf(why, sizeof why, "%s (%s)", hangup_reason(c), ms_strerror(status));
+    /* A hang-up may be a wrong key, or a middlebox that accepts and closes:
+     * another alternative may work, so it is a path failure. */
+    fail_as(c, status == MS_EOF ? MS_EHANDSHAKE : status, MS_FAIL_PATH, why);
     return;
   }
   while (len > 0 && c->phase == PH_HANDSHAKE) {
@@ -539,11 +533,9 @@ static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *dat
 
 static void on_timeout(uv_timer_t *t) {
   shs_conn_t *c = t->data;
-  char why[MS_REASON_LEN];
-  ms__reason(why, sizeof why, "handshake timed out (%s)",
-             c->phase == PH_AUTHORIZING ? "authorize hook did not answer"
-                                        : hangup_reason(c));
-  fail(c, MS_ETIMEDOUT, why);
+  char why[SHS_REASON_LEN];
+  ms_reasonf(why, sizeof why, "handshake timed out (%s)", waiting_for(c));
+  fail_as(c, MS_ETIMEDOUT, MS_FAIL_PATH, why);
 }
 
 /* ---- protocol hooks ----------------------------------------------------- */
@@ -556,17 +548,17 @@ static int shs_validate(const ms_section_t *sec, int role, void *pdata,
   uint8_t k[32];
   if (role == MS_ROLE_SERVER) {
     if (sec->nfields > 1) {
-      ms__reason(reason, reason_len, "shs: a listen address takes at most the server key");
+      ms_reasonf(reason, reason_len, "shs: a listen address takes at most the server key");
       return MS_EADDRESS;
     }
   } else if (sec->nfields < 1 || sec->nfields > 2) {
-    ms__reason(reason, reason_len,
+    ms_reasonf(reason, reason_len,
                "shs: expected shs:KEY or shs:KEY:SEED (KEY = base64 ed25519 public key)");
     return MS_EADDRESS;
   }
   for (size_t i = 0; i < sec->nfields; i++) {
     if (ms_key_from_base64(k, sec->fields[i], sec->field_lens[i]) != 0) {
-      ms__reason(reason, reason_len, "shs: %s is not base64 of 32 bytes",
+      ms_reasonf(reason, reason_len, "shs: %s is not base64 of 32 bytes",
                  i == 0 ? "KEY" : "SEED");
       return MS_EKEY;
     }
@@ -574,7 +566,7 @@ static int shs_validate(const ms_section_t *sec, int role, void *pdata,
   /* A listen key must be our own: otherwise every handshake would fail. */
   if (role == MS_ROLE_SERVER && sec->nfields == 1 && ms != NULL &&
       sodium_memcmp(k, ms_keys(ms)->public_key, 32) != 0) {
-    ms__reason(reason, reason_len,
+    ms_reasonf(reason, reason_len,
                "shs: the listen key is not this server's public key");
     return MS_EKEY;
   }
@@ -633,6 +625,10 @@ static int shs_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *sec,
     rc = ms_shs_server_init(&c->hs, o->app_key, local->secret_key, local->public_key,
                             NULL);
   if (local == &onetime) ms_keypair_wipe(&onetime);
+  uint64_t timeout = o->handshake_timeout_ms ? o->handshake_timeout_ms : SHS_DEFAULT_TIMEOUT_MS;
+  const char *topt = ms_pwrap_opt(pw, "handshake_timeout_ms");
+  if (rc == 0 && topt && (ms_opt_uint(topt, UINT32_MAX, &timeout) != 0 || timeout == 0))
+    rc = MS_EINVAL;
   if (rc == 0) rc = uv_timer_init(ms_loop(ms), &c->timer);
   if (rc != 0) {
     ms_shs_wipe(&c->hs);
@@ -641,7 +637,7 @@ static int shs_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *sec,
   }
   c->timer.data = c;
   ms_pwrap_set_impl(pw, c);
-  uv_timer_start(&c->timer, on_timeout, o->handshake_timeout_ms, 0);
+  uv_timer_start(&c->timer, on_timeout, timeout, 0);
   rc = ms_stream_read_start(lower, on_handshake_read, c);
   if (rc != 0) {
     fail(c, rc, "cannot read");
@@ -662,8 +658,12 @@ static void shs_wrap_cancel(ms_pwrap_t *pw) {
   if (c) fail(c, MS_ECANCELED, "canceled");
 }
 
+static const char *const shs_option_keys[] = {"handshake_timeout_ms", NULL};
+
 const ms_protocol_t ms__proto_shs = {
+    .size = sizeof(ms_protocol_t),
     .name = "shs",
+    .option_keys = shs_option_keys,
     .kind = MS_PROTO_TRANSFORM,
     .validate = shs_validate,
     .wrap = shs_wrap,

@@ -10,10 +10,12 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 
-#include "internal.h"
+#include "multiserver_plugin.h"
+#include "multiserver_uv.h"
 #include "netaddr.h"
 
 #define NET_HOST_MAX 256
+#define NET_REASON_LEN 256
 #define NET_BACKLOG 511
 #define NET_KEEPALIVE_S 60
 
@@ -59,13 +61,14 @@ static int net_validate(const ms_section_t *sec, int role, void *pdata,
                        reason, reason_len);
 }
 
-static bool net_is_device(const ms_section_t *sec, void *pdata) {
+/* Loopback only for a loopback IP literal, never for a name. */
+static int net_scope(const ms_section_t *sec, void *pdata) {
   (void)pdata;
   char host[NET_HOST_MAX];
   int port;
   if (ms__net_parse(sec, 1, host, sizeof host, &port, NULL, 0) != 0)
-    return false;
-  return ms__host_is_loopback(host);
+    return MS_SCOPE_PUBLIC;
+  return ms__host_scope(host);
 }
 
 /* ---- listen ---------------------------------------------------------- */
@@ -107,15 +110,15 @@ static void on_listener_closed(uv_handle_t *h) {
 
 static int accepted_name(ms_uvstream_t *u, char *buf, size_t len, void *arg) {
   (void)arg;
-  tune(ms__uvstream_tcp(u));
-  return tcp_name(ms__uvstream_tcp(u), true, buf, len);
+  tune(ms_uvstream_tcp(u));
+  return tcp_name(ms_uvstream_tcp(u), true, buf, len);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
   net_listener_t *l = server->data;
   ms_stream_t *s = NULL;
   int rc = status < 0 ? status
-                      : ms__uvstream_accept(ms_plisten_ms(l->pl), server, true,
+                      : ms_uvstream_accept(ms_plisten_ms(l->pl), server, true,
                                             accepted_name, NULL, &s);
   if (rc != 0) {
     ms_plisten_error(l->pl, rc, "net: accept failed");
@@ -157,7 +160,7 @@ static int resolve_sync(uv_loop_t *loop, const char *host, int port,
 static int net_listen(ms_plisten_t *pl, const ms_section_t *sec, void *pdata) {
   (void)pdata;
   ms_t *ms = ms_plisten_ms(pl);
-  char host[NET_HOST_MAX], reason[MS_REASON_LEN], adv[NET_HOST_MAX + 16];
+  char host[NET_HOST_MAX], reason[NET_REASON_LEN], adv[NET_HOST_MAX + 16];
   int port;
   int rc = ms__net_parse(sec, 1, host, sizeof host, &port, reason, sizeof reason);
   if (rc != 0) {
@@ -167,7 +170,7 @@ static int net_listen(ms_plisten_t *pl, const ms_section_t *sec, void *pdata) {
   struct sockaddr_storage ss;
   rc = resolve_sync(ms_loop(ms), host, port, &ss);
   if (rc != 0) {
-    ms__reason(reason, sizeof reason, "net: cannot resolve %s: %s", host,
+    ms_reasonf(reason, sizeof reason, "net: cannot resolve %s: %s", host,
                ms_strerror(rc));
     ms_plisten_error(pl, rc, reason);
     return rc;
@@ -200,7 +203,7 @@ static int net_listen(ms_plisten_t *pl, const ms_section_t *sec, void *pdata) {
     }
   }
   if (rc != 0) {
-    ms__reason(reason, sizeof reason, "net: cannot listen on %s:%d: %s", host,
+    ms_reasonf(reason, sizeof reason, "net: cannot listen on %s:%d: %s", host,
                port, ms_strerror(rc));
     ms_plisten_error(pl, rc, reason);
     l->pl = NULL;
@@ -233,7 +236,7 @@ typedef struct {
   int stop; /* 0, MS_ETIMEDOUT or MS_ECANCELED */
   int status;
   ms_stream_t *result;
-  char reason[MS_REASON_LEN];
+  char reason[NET_REASON_LEN];
 } net_dial_t;
 
 static void dial_free_and_report(uv_handle_t *h) {
@@ -241,7 +244,7 @@ static void dial_free_and_report(uv_handle_t *h) {
   ms_pdial_t *pd = d->pd;
   int status = d->status;
   ms_stream_t *s = d->result;
-  char reason[MS_REASON_LEN];
+  char reason[NET_REASON_LEN];
   memcpy(reason, d->reason, sizeof reason);
   if (d->res) uv_freeaddrinfo(d->res);
   free(d);
@@ -252,7 +255,7 @@ static void dial_finish(net_dial_t *d, int status, ms_stream_t *s) {
   d->status = status;
   d->result = s;
   if (status != 0 && d->reason[0] == '\0')
-    ms__reason(d->reason, sizeof d->reason, "net:%s:%d: %s", d->host, d->port,
+    ms_reasonf(d->reason, sizeof d->reason, "net:%s:%d: %s", d->host, d->port,
                ms_strerror(status));
   uv_timer_stop(&d->timer);
   uv_close((uv_handle_t *)&d->timer, dial_free_and_report);
@@ -271,19 +274,29 @@ static void on_connect(uv_connect_t *c, int status) {
     char addr[128];
     ms_uvstream_t *u = d->u;
     d->u = NULL;
-    tune(ms__uvstream_tcp(u));
-    if (tcp_name(ms__uvstream_tcp(u), true, addr, sizeof addr) != 0)
+    tune(ms_uvstream_tcp(u));
+    if (tcp_name(ms_uvstream_tcp(u), true, addr, sizeof addr) != 0)
       ms__net_format(d->host, d->port, addr, sizeof addr);
-    ms_stream_t *s = ms__uvstream_start(u, d->ms, addr);
+    ms_stream_t *s = ms_uvstream_start(u, d->ms, addr);
     if (s == NULL) {
-      ms__uvstream_discard(u);
+      ms_uvstream_discard(u);
+      dial_finish(d, MS_ENOMEM, NULL);
+      return;
+    }
+    /* The host and port as the address wrote them (the stream's address is
+     * the resolved IP): what TLS checks a certificate against. */
+    char port[8];
+    snprintf(port, sizeof port, "%d", d->port);
+    if (ms_stream_set_meta_str(s, "host", d->host) != 0 ||
+        ms_stream_set_meta_str(s, "port", port) != 0) {
+      ms_stream_close(s, NULL, NULL);
       dial_finish(d, MS_ENOMEM, NULL);
       return;
     }
     dial_finish(d, 0, s);
     return;
   }
-  ms__uvstream_discard(d->u);
+  ms_uvstream_discard(d->u);
   d->u = NULL;
   d->status = status;
   d->cur = d->cur ? d->cur->ai_next : NULL;
@@ -297,21 +310,21 @@ static void on_connect(uv_connect_t *c, int status) {
 static void try_next(net_dial_t *d) {
   for (; d->cur; d->cur = d->cur->ai_next) {
     if (d->cur->ai_family != AF_INET && d->cur->ai_family != AF_INET6) continue;
-    ms_uvstream_t *u = ms__uvstream_alloc();
+    ms_uvstream_t *u = ms_uvstream_alloc();
     if (u == NULL) {
       dial_finish(d, MS_ENOMEM, NULL);
       return;
     }
-    int rc = uv_tcp_init(ms_loop(d->ms), ms__uvstream_tcp(u));
+    int rc = uv_tcp_init(ms_loop(d->ms), ms_uvstream_tcp(u));
     if (rc != 0) {
       free(u);
       d->status = rc;
       continue;
     }
     d->conn.data = d;
-    rc = uv_tcp_connect(&d->conn, ms__uvstream_tcp(u), d->cur->ai_addr, on_connect);
+    rc = uv_tcp_connect(&d->conn, ms_uvstream_tcp(u), d->cur->ai_addr, on_connect);
     if (rc != 0) {
-      ms__uvstream_discard(u);
+      ms_uvstream_discard(u);
       d->status = rc;
       continue;
     }
@@ -330,7 +343,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     return;
   }
   if (status != 0) {
-    ms__reason(d->reason, sizeof d->reason, "net:%s:%d: cannot resolve host: %s",
+    ms_reasonf(d->reason, sizeof d->reason, "net:%s:%d: cannot resolve host: %s",
                d->host, d->port, ms_strerror(status));
     dial_finish(d, status, NULL);
     return;
@@ -343,12 +356,12 @@ static void dial_stop(net_dial_t *d, int why) {
   if (d->stop) return;
   d->stop = why;
   if (why == MS_ETIMEDOUT)
-    ms__reason(d->reason, sizeof d->reason, "net:%s:%d: connect timed out",
+    ms_reasonf(d->reason, sizeof d->reason, "net:%s:%d: connect timed out",
                d->host, d->port);
   if (d->resolving) {
     uv_cancel((uv_req_t *)&d->gai); /* on_resolved reports either way */
   } else if (d->u) {
-    ms__uvstream_discard(d->u); /* on_connect fires with UV_ECANCELED */
+    ms_uvstream_discard(d->u); /* on_connect fires with UV_ECANCELED */
     d->u = NULL;
   }
 }
@@ -383,7 +396,9 @@ static int net_dial(ms_pdial_t *pd, const ms_section_t *sec, void *pdata) {
   d->resolving = true;
   uv_timer_init(ms_loop(ms), &d->timer);
   d->timer.data = d;
-  uint32_t ms_timeout = ms_options(ms)->connect_timeout_ms;
+  uint64_t ms_timeout = ms_options(ms)->connect_timeout_ms;
+  const char *topt = ms_pdial_opt(pd, "connect_timeout_ms");
+  if (topt && ms_opt_uint(topt, UINT32_MAX, &ms_timeout) != 0) ms_timeout = 0;
   uv_timer_start(&d->timer, on_timeout, ms_timeout ? ms_timeout : 10000, 0);
   ms_pdial_set_impl(pd, d);
   return 0;
@@ -393,11 +408,15 @@ static void net_dial_cancel(ms_pdial_t *pd) {
   dial_stop(ms_pdial_impl(pd), MS_ECANCELED);
 }
 
+static const char *const net_option_keys[] = {"connect_timeout_ms", NULL};
+
 const ms_protocol_t ms__proto_net = {
+    .size = sizeof(ms_protocol_t),
     .name = "net",
     .kind = MS_PROTO_TRANSPORT,
     .validate = net_validate,
-    .is_device = net_is_device,
+    .scope = net_scope,
+    .option_keys = net_option_keys,
     .listen = net_listen,
     .listen_close = net_listen_close,
     .dial = net_dial,

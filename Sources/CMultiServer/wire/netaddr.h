@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <sys/un.h>
 
-#include "multiserver.h"
+#include "multiserver_plugin.h"
 
 /* Buffer size (NUL included) that holds any host ms__net_parse accepts:
  * a 253-byte DNS name plus a trailing dot, or an IPv6 literal with a zone. */
@@ -36,10 +36,14 @@ int ms__net_parse(const ms_section_t *sec, int listen, char *host,
  * ';' or '~', which no valid host has, would be). snprintf semantics. */
 size_t ms__net_format(const char *host, int port, char *buf, size_t size);
 
-/* true for 127.0.0.0/8, ::1 (also ::ffff:127.x.x.x and bracketed forms)
- * and the name "localhost" (any case, optional trailing dot). Does not
- * resolve anything. */
+/* true for the literals 127.0.0.0/8 and ::1 (also ::ffff:127.x.x.x and
+ * bracketed forms). Never for a name, "localhost" included: device scope is
+ * not decided from a host name. Does not resolve anything. */
 bool ms__host_is_loopback(const char *host);
+
+/* MS_SCOPE_LOOPBACK, MS_SCOPE_LOCAL (RFC 1918, link-local, ULA literals)
+ * or MS_SCOPE_PUBLIC (other literals and every name). */
+int ms__host_scope(const char *host);
 
 /* unix:PATH — exactly one non-empty field (a ':' in the path arrives
  * unescaped from "!:"), at most MS__UNIX_PATH_MAX bytes, no NUL. path

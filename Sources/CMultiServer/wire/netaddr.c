@@ -295,15 +295,6 @@ size_t ms__net_format(const char *host, int port, char *buf, size_t size) {
 }
 
 /* ASCII case-insensitive equality of a (length n) with lower-case b. */
-static bool eq_nocase(const char *a, size_t n, const char *b) {
-  if (strlen(b) != n) return false;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)a[i];
-    if (c >= 'A' && c <= 'Z') c = (unsigned char)(c - 'A' + 'a');
-    if (c != (unsigned char)b[i]) return false;
-  }
-  return true;
-}
 
 bool ms__host_is_loopback(const char *host) {
   if (!host) return false;
@@ -312,10 +303,8 @@ bool ms__host_is_loopback(const char *host) {
     host++;
     n -= 2;
   }
-  if (n > 0 && host[n - 1] == '.' && eq_nocase(host, n - 1, "localhost"))
-    return true;
-  if (eq_nocase(host, n, "localhost")) return true;
-
+  /* Names, "localhost" included, are never loopback here: what a name
+   * resolves to is the resolver's word, not the address's. */
   char tmp[INET6_ADDRSTRLEN + 1];
   if (n == 0 || n >= sizeof tmp) return false;
   memcpy(tmp, host, n);
@@ -374,4 +363,35 @@ int ms__unix_parse(const ms_section_t *sec, char *path, size_t pathlen,
     path[n] = '\0';
   }
   return 0;
+}
+
+int ms__host_scope(const char *host) {
+  if (ms__host_is_loopback(host)) return MS_SCOPE_LOOPBACK;
+  if (!host) return MS_SCOPE_PUBLIC;
+  size_t n = strlen(host);
+  if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+    host++;
+    n -= 2;
+  }
+  char tmp[INET6_ADDRSTRLEN + 1];
+  if (n == 0 || n >= sizeof tmp) return MS_SCOPE_PUBLIC;
+  memcpy(tmp, host, n);
+  tmp[n] = '\0';
+  char *pct = strchr(tmp, '%');
+  if (pct) *pct = '\0'; /* a zone: link-local */
+  struct in_addr a4;
+  if (inet_pton(AF_INET, tmp, &a4) == 1) {
+    const unsigned char *b = (const unsigned char *)&a4;
+    if (b[0] == 10 || (b[0] == 172 && (b[1] & 0xf0) == 16) ||
+        (b[0] == 192 && b[1] == 168) || (b[0] == 169 && b[1] == 254))
+      return MS_SCOPE_LOCAL;
+    return MS_SCOPE_PUBLIC;
+  }
+  struct in6_addr a6;
+  if (inet_pton(AF_INET6, tmp, &a6) == 1) {
+    const unsigned char *b = a6.s6_addr;
+    if ((b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80))
+      return MS_SCOPE_LOCAL;
+  }
+  return MS_SCOPE_PUBLIC;
 }
