@@ -28,7 +28,9 @@ typedef struct {
   uint8_t allow[CLI_MAX_AUTH][MS_PUBLICKEYBYTES];
   size_t nallow;
   bool allow_remote_noauth;
+  bool allow_loopback_noauth;
   unsigned timeout_ms;
+  ms_popts_t *popts; /* --opt PROTO.KEY=VALUE, NULL if none */
 } cli_opts_t;
 
 /* Handles a shared option at argv[*i] (advancing *i past its value).

@@ -82,6 +82,20 @@ int cli_common_option(cli_opts_t *o, int argc, char **argv, int *i,
     o->allow_remote_noauth = true;
     return 1;
   }
+  if (strcmp(a, "--allow-loopback-noauth") == 0) {
+    o->allow_loopback_noauth = true;
+    return 1;
+  }
+  if (strcmp(a, "--opt") == 0) {
+    if ((v = value(argc, argv, i)) == NULL) return -1;
+    int rc = o->popts ? 0 : ms_popts_new(&o->popts);
+    if (rc == 0) rc = ms_popts_parse(o->popts, v);
+    if (rc != 0) {
+      cli_err("--opt: expected PROTOCOL.KEY=VALUE (e.g. shs.handshake_timeout_ms=5000), got %s", v);
+      return -1;
+    }
+    return 1;
+  }
   if (strcmp(a, "--timeout") == 0) {
     if ((v = value(argc, argv, i)) == NULL) return -1;
     char *end;
@@ -120,6 +134,7 @@ void cli_ms_options(cli_opts_t *o, ms_options_t *mo) {
     mo->authorize_arg = o;
   }
   mo->allow_remote_noauth = o->allow_remote_noauth;
+  mo->allow_loopback_noauth = o->allow_loopback_noauth;
   if (o->timeout_ms) {
     mo->connect_timeout_ms = o->timeout_ms;
     mo->handshake_timeout_ms = o->timeout_ms;

@@ -60,7 +60,7 @@ int cli_connect(int argc, char **argv) {
     cli_err("cannot start: %s", ms_strerror(rc));
     return 1;
   }
-  rc = ms_connect(ms, addr, on_connect, ms, NULL);
+  rc = ms_connect_with(ms, addr, o.popts, on_connect, ms, NULL);
   if (rc != 0) {
     cli_err("cannot connect: %s", ms_strerror(rc));
     return 1;
@@ -71,6 +71,7 @@ int cli_connect(int argc, char **argv) {
   rc = ms_delete(ms);
   if (rc != 0) cli_err("shutdown: %s", ms_strerror(rc));
   ms_keypair_wipe(&o.keys);
+  ms_popts_free(o.popts);
   fflush(stdout);
   return exit_code;
 }

@@ -209,7 +209,8 @@ int cli_serve(int argc, char **argv) {
     return 1;
   }
   char reason[512] = "";
-  rc = ms_listen(sv.ms, joined, on_connection, NULL, &sv.listener, reason, sizeof reason);
+  rc = ms_listen_with(sv.ms, joined, o.popts, on_connection, NULL, &sv.listener, reason,
+                      sizeof reason);
   free(joined);
   if (rc != 0) {
     cli_err("cannot listen: %s", reason[0] ? reason : ms_strerror(rc));
@@ -229,5 +230,6 @@ int cli_serve(int argc, char **argv) {
   rc = ms_delete(sv.ms);
   if (rc != 0) cli_err("shutdown: %s", ms_strerror(rc));
   ms_keypair_wipe(&o.keys);
+  ms_popts_free(o.popts);
   return sv.exit_code;
 }

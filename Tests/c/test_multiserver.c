@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -1600,6 +1602,108 @@ static void test_shs_seed(void) {
 
 /* ======================================================================== */
 
+/* ======================================================================== */
+/* 21. noauth on unix sockets: the peer's uid is checked; socket file mode   */
+/* ======================================================================== */
+
+typedef struct {
+  int errors;
+  int last;
+  char reason[256];
+} lerr_t;
+
+static void on_lerr(const char *stack, int status, const char *reason, void *arg) {
+  (void)stack;
+  lerr_t *e = arg;
+  e->errors++;
+  e->last = status;
+  snprintf(e->reason, sizeof e->reason, "%s", reason ? reason : "");
+}
+
+/* A child that becomes another user connects, writes, and reports what it
+ * read back through its exit status: 0 = got the echo, 1 = EOF, 2 = error. */
+static pid_t other_user_client(const char *path, bool other) {
+  pid_t pid = fork();
+  if (pid != 0) return pid;
+  if (other && (setgid(65534) != 0 || setuid(65534) != 0)) _exit(2);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) _exit(2);
+  if (write(fd, "hi", 2) != 2) _exit(2);
+  char b[2];
+  ssize_t n = read(fd, b, sizeof b);
+  _exit(n == 2 ? 0 : (n == 0 || errno == ECONNRESET) ? 1 : 2);
+}
+
+static int wait_child(uv_loop_t *loop, pid_t pid) {
+  int st = 0;
+  for (int i = 0; i < 500; i++) {
+    if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 3;
+    uv_run(loop, UV_RUN_NOWAIT);
+    usleep(10000);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &st, 0);
+  return 4;
+}
+
+static void test_noauth_uid(void) {
+  char dir[64], a[128];
+  snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
+  /* The socket file is created with its mode: 0600 even with umask 0. */
+  mode_t old = umask(0);
+  env_t e;
+  env_init(&e, NULL, NULL);
+  tu_echo_t echo = {0};
+  snprintf(a, sizeof a, "unix:%s/na.sock~noauth", dir);
+  ms_listener_t *l = tu_listen_ok(e.srv, a, tu_echo_on_connection, &echo);
+  umask(old);
+  if (!l) return;
+  char path[128];
+  snprintf(path, sizeof path, "%s/na.sock", dir);
+  struct stat st;
+  CHECK_INT(stat(path, &st), 0);
+  CHECK_INT(st.st_mode & 0777, 0600);
+  lerr_t le = {0};
+  ms_listener_on_error(l, on_lerr, &le);
+  /* Same user: accepted and echoed. */
+  CHECK_INT(wait_child(&e.loop, other_user_client(path, false)), 0);
+  CHECK_INT(echo.accepted, 1);
+  if (geteuid() == 0) {
+    chmod(dir, 0755);
+    chmod(path, 0666); /* let the other user reach the socket at all */
+    pid_t pid = other_user_client(path, true);
+    CHECK_INT(wait_child(&e.loop, pid), 1); /* hung up on, nothing echoed */
+    WAIT(&e.loop, le.errors, 1, "refusal reported");
+    CHECK_INT(le.last, MS_EUNAUTHORIZED);
+    CHECK_HAS(le.reason, "peer uid 65534");
+  } else {
+    fprintf(stderr, "  (not root: the other-uid case is skipped)\n");
+  }
+  tu_close_listener(&e.loop, l, WAIT_MS);
+  /* noauth.uids=any lets every local user in. */
+  if (geteuid() == 0) {
+    ms_popts_t *po;
+    CHECK_INT(ms_popts_new(&po), 0);
+    CHECK_INT(ms_popts_set(po, "noauth", "uids", "any"), 0);
+    char why[256] = "";
+    ms_listener_t *l2 = NULL;
+    snprintf(a, sizeof a, "unix:%s/any.sock~noauth", dir);
+    CHECK_INT(ms_listen_with(e.srv, a, po, tu_echo_on_connection, &echo, &l2, why, sizeof why), 0);
+    ms_popts_free(po); /* copied by the listen */
+    snprintf(path, sizeof path, "%s/any.sock", dir);
+    chmod(path, 0666);
+    pid_t pid = other_user_client(path, true);
+    CHECK_INT(wait_child(&e.loop, pid), 0);
+    if (l2) tu_close_listener(&e.loop, l2, WAIT_MS);
+  }
+  env_done(&e);
+  tu_rmtree(dir);
+}
+
 int main(int argc, char **argv) {
   const tu_test_t tests[] = {
       {"three_stacks", test_three_stacks},
@@ -1622,6 +1726,7 @@ int main(int argc, char **argv) {
       {"localhost", test_localhost},
       {"outlive_listener", test_outlive_listener},
       {"shs_seed", test_shs_seed},
+      {"noauth_uid", test_noauth_uid},
   };
   if (sodium_init() < 0) return 1;
   tu_run_tests(tests, sizeof tests / sizeof tests[0], argc, argv);

@@ -184,10 +184,47 @@ def test_bridge(tmp):
     check(s.p.returncode == 0, f"bridged server exits 0 after the connection ends ({s.p.returncode})")
 
 
+def test_options_and_noauth(tmp):
+    # --opt passes per-stack options; a misspelt key is refused with the known ones.
+    s = Server("--sink", "--opt", "shs.handshake_timeout_ms=300", "net:127.0.0.1:0~shs")
+    addr = s.address
+    port = int(addr.split("~")[0].rsplit(":", 1)[1])
+    t0 = time.time()
+    with socket.create_connection(("127.0.0.1", port)) as sock:  # says nothing
+        sock.settimeout(5)
+        try:
+            got = sock.recv(1)
+        except socket.timeout:
+            got = None
+    check(got == b"" and time.time() - t0 < 3,
+          f"shs.handshake_timeout_ms=300 closes a silent client early ({time.time() - t0:.1f}s)")
+    _, _, err = s.stop()
+    check("timed out" in err, f"timeout logged: {err!r}")
+    r = subprocess.run([MS, "serve", "--opt", "shs.handshake_timout_ms=1", "net:127.0.0.1:0~shs"],
+                       capture_output=True, timeout=10)
+    check(r.returncode == 1 and b"handshake_timeout_ms" in r.stderr,
+          f"a misspelt option names the known keys: {r.stderr!r}")
+    r = subprocess.run([MS, "serve", "--opt", "nodot", "net:127.0.0.1:0"], capture_output=True, timeout=10)
+    check(r.returncode != 0 and b"PROTOCOL.KEY=VALUE" in r.stderr, f"--opt syntax: {r.stderr!r}")
+    # noauth: refused on loopback TCP by default, allowed with its own flag,
+    # and on unix sockets for this user.
+    r = subprocess.run([MS, "serve", "net:127.0.0.1:0~noauth"], capture_output=True, timeout=10)
+    check(r.returncode == 1 and b"allow_loopback_noauth" in r.stderr, f"loopback noauth refused: {r.stderr!r}")
+    s = Server("--echo", "--allow-loopback-noauth", "net:127.0.0.1:0~noauth")
+    r = connect(s.address, b"lo", "--allow-loopback-noauth")
+    check(r.returncode == 0 and r.stdout == b"lo", f"--allow-loopback-noauth: {r.stderr!r}")
+    s.stop()
+    sock = os.path.join(tmp, "na.sock")
+    s = Server("--echo", f"unix:{sock}~noauth")
+    r = connect(s.address, b"same user")
+    check(r.returncode == 0 and r.stdout == b"same user", f"unix noauth, same uid: {r.stderr!r}")
+    s.stop()
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for t in [test_address, test_three_stacks_echo, test_concurrent, test_errors,
-                  test_keys_and_authorize, test_sink, test_bridge]:
+                  test_keys_and_authorize, test_sink, test_bridge, test_options_and_noauth]:
             try:
                 t(tmp) if t.__code__.co_argcount else t()
             except Exception as e:  # a crash or timeout in a test is a failure
