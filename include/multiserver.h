@@ -59,7 +59,8 @@ extern "C" {
   XX(EINVAL, -40018, "invalid argument")                                     \
   XX(EOF, -40019, "end of stream")                                           \
   XX(EEXIST, -40020, "already exists")                                       \
-  XX(ELIMIT, -40021, "limit exceeded")
+  XX(ELIMIT, -40021, "limit exceeded")                                      \
+  XX(EDECRYPT, -40022, "message does not authenticate (corrupt or forged)")
 
 typedef enum {
 #define MS__ERR_ENUM(name, val, msg) MS_##name = (val),
