@@ -1109,8 +1109,83 @@ static void test_spec_then_transport(void) {
   ms_noise_outcome_wipe(&so);
 }
 
+/* The spec-layer handshake as computed by PyPI noiseprotocol + PyNaCl
+ * (Tests/interop/noise_vectors.py): our client and server reproduce every
+ * byte, and decode the other implementation's frames. */
+static void test_pynoise(const mj_t *v) {
+  uint8_t app[32], cseed[32], sseed[32], c_pk[32], c_sk[64], s_pk[32];
+  uint8_t s_sk[64], ce[32], se[32], want1[130], want2[50], hh[64], m1[130];
+  uint8_t m2[50], gb[18], want_gb[18];
+  ms_noise_t cl, sv;
+  ms_noise_outcome_t co, so;
+  const mj_t *tr = mj_get(v, "transport");
+
+  CHECK_INT(mj_hex(v, "app_key", app, 32), 32);
+  CHECK_INT(mj_hex(v, "client_seed", cseed, 32), 32);
+  CHECK_INT(mj_hex(v, "server_seed", sseed, 32), 32);
+  CHECK_INT(mj_hex(v, "client_ephemeral", ce, 32), 32);
+  CHECK_INT(mj_hex(v, "server_ephemeral", se, 32), 32);
+  CHECK_INT(mj_hex(v, "msg1", want1, 130), 130);
+  CHECK_INT(mj_hex(v, "msg2", want2, 50), 50);
+  CHECK_INT(mj_hex(v, "handshake_hash", hh, 64), 64);
+  crypto_sign_seed_keypair(c_pk, c_sk, cseed);
+  crypto_sign_seed_keypair(s_pk, s_sk, sseed);
+  {
+    uint8_t k[32];
+    CHECK_INT(mj_hex(v, "client_pk", k, 32), 32);
+    CHECK_MEM(k, c_pk, 32);
+    CHECK_INT(mj_hex(v, "server_pk", k, 32), 32);
+    CHECK_MEM(k, s_pk, 32);
+  }
+  CHECK_INT(ms_noise_client_init(&cl, app, c_sk, c_pk, s_pk, ce), 0);
+  CHECK_INT(ms_noise_server_init(&sv, app, s_sk, s_pk, se), 0);
+  CHECK_INT(ms_noise_client_hello(&cl, m1), 0);
+  CHECK_MEM(m1, want1, 130);
+  CHECK_INT(ms_noise_server_read_hello(&sv, want1, 130), 0);
+  CHECK(ms_noise_remote_key(&sv) &&
+        memcmp(ms_noise_remote_key(&sv), c_pk, 32) == 0);
+  CHECK_INT(ms_noise_server_accept(&sv, m2), 0);
+  CHECK_MEM(m2, want2, 50);
+  CHECK_INT(ms_noise_client_read_accept(&cl, want2, 50), 0);
+  CHECK_INT(ms_noise_outcome(&cl, &co), 0);
+  CHECK_INT(ms_noise_outcome(&sv, &so), 0);
+  CHECK_MEM(co.handshake_hash, hh, 64);
+  CHECK_MEM(so.handshake_hash, hh, 64);
+  for (size_t i = 0; i < mj_count(tr); i++) {
+    const mj_t *t = mj_at(tr, i);
+    int c2s = strcmp(mj_str(t, "dir"), "c2s") == 0;
+    size_t pl = 0, wl = 0, w = 0, c, ol;
+    uint8_t *p = mj_hex_alloc(t, "payload", &pl);
+    uint8_t *want = mj_hex_alloc(t, "wire", &wl);
+    uint8_t *out = malloc(wl + 1), *o;
+    ms_noise_rx_t rx;
+    CHECK(p && want);
+    CHECK_INT(ms_noise_seal(c2s ? &co.send : &so.send, out, p, pl, &w), 0);
+    CHECK_INT(w, wl);
+    CHECK_MEM(out, want, wl);
+    ms_noise_rx_init(&rx, c2s ? &so.recv : &co.recv);
+    CHECK_INT(ms_noise_rx_next(&rx, want, wl, &c, &o, &ol), 1);
+    CHECK(ol == pl && memcmp(o, p, pl) == 0);
+    *(c2s ? &so.recv : &co.recv) = rx.cs;
+    ms_noise_rx_free(&rx);
+    free(p);
+    free(want);
+    free(out);
+  }
+  CHECK_INT(mj_hex(v, "goodbye_c2s", want_gb, 18), 18);
+  CHECK_INT(ms_noise_goodbye(&co.send, gb), 0);
+  CHECK_MEM(gb, want_gb, 18);
+  CHECK_INT(mj_hex(v, "goodbye_s2c", want_gb, 18), 18);
+  CHECK_INT(ms_noise_goodbye(&so.send, gb), 0);
+  CHECK_MEM(gb, want_gb, 18);
+  ms_noise_outcome_wipe(&co);
+  ms_noise_outcome_wipe(&so);
+  ms_noise_wipe(&cl);
+  ms_noise_wipe(&sv);
+}
+
 int main(void) {
-  mj_t *kat;
+  mj_t *kat, *py;
   if (sodium_init() < 0) return 1;
   CHECK_STR(ms_err_name(MS_EDECRYPT), "MS_EDECRYPT");
   kat = mj_load("Tests/vectors/noise_ik_kat.json");
@@ -1120,6 +1195,10 @@ int main(void) {
     CHECK_INT(mj_count(vs), 2);
     for (size_t i = 0; i < mj_count(vs); i++) test_vector(mj_at(vs, i), (int)i);
   }
+  py = mj_load("Tests/vectors/noise_spec_pynoise.json");
+  CHECK(py != NULL);
+  if (py) test_pynoise(py);
+  mj_free(py);
   test_hmac_hkdf();
   test_symmetric();
   test_cipher();
