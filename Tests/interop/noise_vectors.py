@@ -8,12 +8,14 @@ rules on its side (sizes, payload key converts to the s msg1 carried) and
 prints the framed messages, the handshake hash and framed transport
 messages (u16be length prefix) as JSON.
 
-  noise_vectors.py            print the JSON
-  noise_vectors.py --write    write Tests/vectors/noise_spec_pynoise.json
-  noise_vectors.py --check    compare with that file (exit 1 on mismatch)
+  noise_vectors.py [ARGS]     compare with Tests/vectors/noise_spec_pynoise.json
+                              (exit 1 on mismatch; Tests/cli/run.sh runs it
+                              so, with the CLI path as ignored argument)
+  noise_vectors.py --print    print the JSON
+  noise_vectors.py --write    (re)write that file
 
 Tests/c/test_noise_core.c replays the file through the C core: our client
-and server must produce every byte the same. Closing line for --check:
+and server must produce every byte the same. Closing line when comparing:
 "noise-vectors: N passed, N failed".
 """
 import json
@@ -143,7 +145,9 @@ def main():
         with open(OUT, "w") as f:
             f.write(text)
         print(f"wrote {OUT}")
-    elif "--check" in sys.argv:
+    elif "--print" in sys.argv:
+        sys.stdout.write(text)
+    else:
         with open(OUT) as f:
             old = json.load(f)
         passed = failed = 0
@@ -155,8 +159,6 @@ def main():
                 print(f"mismatch: {k}", file=sys.stderr)
         print(f"noise-vectors: {passed} passed, {failed} failed")
         sys.exit(1 if failed else 0)
-    else:
-        sys.stdout.write(text)
 
 
 if __name__ == "__main__":

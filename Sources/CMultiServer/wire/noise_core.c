@@ -433,7 +433,11 @@ int ms_noise_ik_read_msg1(ms_noise_t *st, const uint8_t *in, size_t len,
   if (len < MS_NOISE_IK_MSG1_OVERHEAD)
     return noise_fail(st, "msg1: too short");
   if (len > MS_NOISE_MAX_MSG) return noise_fail(st, "msg1: too long");
-  if (payload == NULL) payload = noise_empty; /* only if nothing to write */
+  if (payload == NULL) {
+    if (len > MS_NOISE_IK_MSG1_OVERHEAD) return noise_fail(st, "msg1: no "
+                                                              "payload buffer");
+    payload = noise_empty;
+  }
   /* e */
   memcpy(st->re, p, MS_NOISE_DHLEN);
   ms_noise_sym_mix_hash(&st->ss, st->re, MS_NOISE_DHLEN);
@@ -491,7 +495,11 @@ int ms_noise_ik_read_msg2(ms_noise_t *st, const uint8_t *in, size_t len,
   if (len < MS_NOISE_IK_MSG2_OVERHEAD)
     return noise_fail(st, "msg2: too short");
   if (len > MS_NOISE_MAX_MSG) return noise_fail(st, "msg2: too long");
-  if (payload == NULL) payload = noise_empty;
+  if (payload == NULL) {
+    if (len > MS_NOISE_IK_MSG2_OVERHEAD) return noise_fail(st, "msg2: no "
+                                                              "payload buffer");
+    payload = noise_empty;
+  }
   /* e */
   memcpy(st->re, in, MS_NOISE_DHLEN);
   ms_noise_sym_mix_hash(&st->ss, st->re, MS_NOISE_DHLEN);

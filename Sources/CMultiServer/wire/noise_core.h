@@ -241,8 +241,8 @@ MS_WUR int ms_noise_ik_write_msg1(ms_noise_t *st, uint8_t *out,
                                   const uint8_t *payload, size_t plen);
 /* Read an unframed msg1 of len bytes (MS_NOISE_IK_MSG1_OVERHEAD to
  * MS_NOISE_MAX_MSG). payload receives len - MS_NOISE_IK_MSG1_OVERHEAD bytes
- * (may be NULL when that is 0). MS_EHANDSHAKE if it is short or long, a DH
- * is all zeros, or a tag fails. The initiator's static key is then in
+ * (may be NULL only when that is 0, else the step fails). MS_EHANDSHAKE if
+ * it is short or long, a DH is all zeros, or a tag fails. The initiator's static key is then in
  * st->rs. */
 MS_WUR int ms_noise_ik_read_msg1(ms_noise_t *st, const uint8_t *in,
                                  size_t len, uint8_t *payload);
