@@ -675,6 +675,11 @@ static void test_raw_failures(void) {
   /* Arbitrary payloads both ways, and msg2 with a small-order e. */
   randombytes_buf(pl, sizeof(pl));
   CHECK_INT(ms_noise_ik_write_msg1(&ini, msg, pl, 100), 0);
+  /* A payload with nowhere to go fails (no write through NULL). */
+  CHECK_INT(ms_noise_ik_responder_init(&res, NULL, 0, rsk, NULL), 0);
+  CHECK_INT(ms_noise_ik_read_msg1(&res, msg, 196, NULL), MS_EHANDSHAKE);
+  CHECK_HAS(ms_noise_error(&res), "no payload buffer");
+  ms_noise_wipe(&res);
   CHECK_INT(ms_noise_ik_responder_init(&res, NULL, 0, rsk, NULL), 0);
   {
     uint8_t back[100];
