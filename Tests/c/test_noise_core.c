@@ -33,7 +33,7 @@ static void ref_hmac(uint8_t out[64], const uint8_t *key, size_t keylen,
   else
     memcpy(kp, key, keylen);
   for (int i = 0; i < 128; i++) buf[i] = kp[i] ^ 0x36;
-  memcpy(buf + 128, m, mlen);
+  if (mlen > 0) memcpy(buf + 128, m, mlen);
   crypto_generichash(inner, 64, buf, 128 + mlen, NULL, 0);
   for (int i = 0; i < 128; i++) buf[i] = kp[i] ^ 0x5c;
   memcpy(buf + 128, inner, 64);
