@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Core-level interop evidence for the `noise` transform (spec/noise.md):
+the spec-layer handshake run by an implementation nobody here wrote, PyPI
+`noiseprotocol` 0.3.1 (Noise_IK_25519_ChaChaPoly_BLAKE2b), with PyNaCl for
+the ed25519 -> X25519 conversions, fixed ed25519 seeds, app key and
+ephemerals. It plays both roles against each other, checks the spec's
+rules on its side (sizes, payload key converts to the s msg1 carried) and
+prints the framed messages, the handshake hash and framed transport
+messages (u16be length prefix) as JSON.
+
+  noise_vectors.py [ARGS]     compare with Tests/vectors/noise_spec_pynoise.json
+                              (exit 1 on mismatch; Tests/cli/run.sh runs it
+                              so, with the CLI path as ignored argument)
+  noise_vectors.py --print    print the JSON
+  noise_vectors.py --write    (re)write that file
+
+Tests/c/test_noise_core.c replays the file through the C core: our client
+and server must produce every byte the same. Closing line when comparing:
+"noise-vectors: N passed, N failed".
+"""
+import json
+import os
+import struct
+import sys
+import warnings
+
+try:
+    import nacl.bindings as nb
+    from noise.connection import Keypair, NoiseConnection
+except ImportError as e:  # python3 -m venv build/venv; pip install noiseprotocol pynacl
+    print(f"noise-vectors: 0 passed, 1 failed  (missing Python package: {e})")
+    sys.exit(1)
+
+NAME = b"Noise_IK_25519_ChaChaPoly_BLAKE2b"
+ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OUT = os.path.join(ROOT, "Tests", "vectors", "noise_spec_pynoise.json")
+# Main Scuttlebutt network key (the spec's default app key).
+APP_KEY = bytes.fromhex(
+    "d4a1cb88a66f02f8db635ce26441cc5dac1b08420ceaac230839b755845a9ffb")
+CLIENT_SEED = bytes(range(0x00, 0x20))
+SERVER_SEED = bytes(range(0x20, 0x40))
+CLIENT_EPH = bytes.fromhex(
+    "893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a")
+SERVER_EPH = bytes.fromhex(
+    "bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b")
+MAX_PAYLOAD = 65519
+
+
+def frame(msg):
+    assert len(msg) <= 65535
+    return struct.pack(">H", len(msg)) + bytes(msg)
+
+
+def seal(conn, data):
+    """One write: frames of at most MAX_PAYLOAD bytes (nothing for b"")."""
+    out = b""
+    for i in range(0, len(data), MAX_PAYLOAD):
+        out += frame(conn.encrypt(data[i:i + MAX_PAYLOAD]))
+    return out
+
+
+def run():
+    # noiseprotocol warns about preset ephemerals: intended here (fixed keys).
+    warnings.filterwarnings("ignore", message="One of ephemeral keypairs")
+    c_pk, c_sk = nb.crypto_sign_seed_keypair(CLIENT_SEED)
+    s_pk, s_sk = nb.crypto_sign_seed_keypair(SERVER_SEED)
+    xc_sk = nb.crypto_sign_ed25519_sk_to_curve25519(c_sk)
+    xs_sk = nb.crypto_sign_ed25519_sk_to_curve25519(s_sk)
+    xs_pk = nb.crypto_sign_ed25519_pk_to_curve25519(s_pk)
+
+    cl = NoiseConnection.from_name(NAME)
+    cl.set_as_initiator()
+    cl.set_prologue(APP_KEY)
+    cl.set_keypair_from_private_bytes(Keypair.STATIC, xc_sk)
+    cl.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, xs_pk)
+    cl.set_keypair_from_private_bytes(Keypair.EPHEMERAL, CLIENT_EPH)
+    cl.start_handshake()
+
+    sv = NoiseConnection.from_name(NAME)
+    sv.set_as_responder()
+    sv.set_prologue(APP_KEY)
+    sv.set_keypair_from_private_bytes(Keypair.STATIC, xs_sk)
+    sv.set_keypair_from_private_bytes(Keypair.EPHEMERAL, SERVER_EPH)
+    sv.start_handshake()
+
+    m1 = cl.write_message(c_pk)              # payload: client ed25519 key
+    assert len(m1) == 128, len(m1)
+    payload = sv.read_message(m1)
+    assert bytes(payload) == c_pk
+    rs = sv.noise_protocol.handshake_state.rs.public_bytes
+    assert nb.crypto_sign_ed25519_pk_to_curve25519(bytes(payload)) == rs
+    m2 = sv.write_message(b"")
+    assert len(m2) == 48, len(m2)
+    assert bytes(cl.read_message(m2)) == b""
+    assert cl.handshake_finished and sv.handshake_finished
+    hh = cl.get_handshake_hash()
+    assert hh == sv.get_handshake_hash()
+
+    transport = []
+    writes = [("c2s", b"hello from noiseprotocol"),
+              ("s2c", b"and back"),
+              ("c2s", bytes(range(256)) * 4),
+              ("s2c", b"x")]
+    for d, data in writes:
+        tx, rx = (cl, sv) if d == "c2s" else (sv, cl)
+        wire = seal(tx, data)
+        # Their own decoder agrees.
+        back, off = b"", 0
+        while off < len(wire):
+            (n,) = struct.unpack(">H", wire[off:off + 2])
+            back += bytes(rx.decrypt(wire[off + 2:off + 2 + n]))
+            off += 2 + n
+        assert back == data
+        transport.append({"dir": d, "payload": data.hex(), "wire": wire.hex()})
+    goodbye_c2s = frame(cl.encrypt(b""))
+    goodbye_s2c = frame(sv.encrypt(b""))
+    assert len(goodbye_c2s) == 18 and len(goodbye_s2c) == 18
+
+    return {
+        "source": {
+            "what": "spec-layer noise handshake (spec/noise.md) computed by "
+                    "PyPI noiseprotocol 0.3.1 with PyNaCl conversions; "
+                    "generated by Tests/interop/noise_vectors.py --write",
+        },
+        "app_key": APP_KEY.hex(),
+        "client_seed": CLIENT_SEED.hex(),
+        "server_seed": SERVER_SEED.hex(),
+        "client_pk": c_pk.hex(),
+        "server_pk": s_pk.hex(),
+        "client_ephemeral": CLIENT_EPH.hex(),
+        "server_ephemeral": SERVER_EPH.hex(),
+        "msg1": frame(m1).hex(),
+        "msg2": frame(m2).hex(),
+        "handshake_hash": bytes(hh).hex(),
+        "transport": transport,
+        "goodbye_c2s": goodbye_c2s.hex(),
+        "goodbye_s2c": goodbye_s2c.hex(),
+    }
+
+
+def main():
+    data = run()
+    text = json.dumps(data, indent=1) + "\n"
+    if "--write" in sys.argv:
+        with open(OUT, "w") as f:
+            f.write(text)
+        print(f"wrote {OUT}")
+    elif "--print" in sys.argv:
+        sys.stdout.write(text)
+    else:
+        with open(OUT) as f:
+            old = json.load(f)
+        passed = failed = 0
+        for k in data:
+            if old.get(k) == data[k]:
+                passed += 1
+            else:
+                failed += 1
+                print(f"mismatch: {k}", file=sys.stderr)
+        print(f"noise-vectors: {passed} passed, {failed} failed")
+        sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
