@@ -51,6 +51,27 @@ public final class Connection: Sendable {
     /// The corresponding C function is `ms_stream_is_server`.
     public var isServer: Bool { core.isServer }
 
+    /// The peer's identity as the stack established it, in whatever scheme:
+    /// `kind` is `"ed25519"` for shs and noise (then ``remoteKey`` holds the
+    /// same bytes), or another scheme a protocol uses (a certificate
+    /// fingerprint, a unix uid). `nil` when unauthenticated.
+    public struct RemoteIdentity: Sendable, Hashable {
+        public let kind: String
+        public let bytes: [UInt8]
+    }
+    /// The corresponding C function is `ms_stream_remote_id`.
+    public var remoteIdentity: RemoteIdentity? { core.remoteIdentity }
+
+    /// Key/value metadata any layer of the stack set, as of the handover:
+    /// `"host"`/`"port"` as the dialed address wrote them, `"unix.peer_uid"`,
+    /// and a protocol's own `"<protocol>.<name>"` entries.
+    /// The corresponding C functions are `ms_stream_meta_count` and `ms_stream_meta_at`.
+    public var metadata: [String: [UInt8]] { core.metadata }
+    /// One metadata value as UTF-8 text, or nil.
+    public func metadata(_ key: String) -> String? {
+        core.metadata[key].map { String(decoding: $0, as: UTF8.self) }
+    }
+
     /// For incoming connections, the listening stack they came in on, as
     /// advertised (`net:127.0.0.1:8008~shs:KEY`); nil for outgoing ones.
     /// The corresponding C function is `ms_stream_stack`.

@@ -22,15 +22,21 @@ final class ListenerCore: @unchecked Sendable {
     }
 
     /// On the loop thread: ms_listen. Returns the advertised address.
-    func listenOnLoop(_ address: String) -> Result<String, MultiServerError> {
+    func listenOnLoop(_ address: String, options: [String: String] = [:]) -> Result<String, MultiServerError> {
         guard loop.registry.accepting else { return .failure(.closed.during(.listen)) }
+        let popts: OpaquePointer?
+        switch makeStackOptions(options) {
+        case .success(let made): popts = made
+        case .failure(let error): return .failure(error.during(.listen))
+        }
+        defer { ms_popts_free(popts) }
         // Retained for the C listener; released in the close callback, or
         // right here when ms_listen fails (its callbacks then never fire).
         let arg = Unmanaged.passRetained(self).toOpaque()
         var reason = [CChar](repeating: 0, count: 512)
         var created: OpaquePointer?
-        let rc = ms_listen(loop.ms, address, listenerConnectionCallback, arg, &created,
-                           &reason, reason.count)
+        let rc = ms_listen_with(loop.ms, address, popts, listenerConnectionCallback, arg, &created,
+                                &reason, reason.count)
         guard rc == 0, let created else {
             Unmanaged<ListenerCore>.fromOpaque(arg).release()
             return .failure(MultiServerError(rc, reason: reason, operation: .listen))
@@ -117,7 +123,8 @@ final class ConnectCore: @unchecked Sendable {
 
     init(loop: EventLoop) { self.loop = loop }
 
-    func startOnLoop(_ address: String, _ continuation: CheckedContinuation<StreamCore, any Error>) {
+    func startOnLoop(_ address: String, options: [String: String] = [:],
+                     _ continuation: CheckedContinuation<StreamCore, any Error>) {
         guard loop.registry.accepting else {
             continuation.resume(throwing: MultiServerError.closed.during(.connect))
             return
@@ -128,12 +135,20 @@ final class ConnectCore: @unchecked Sendable {
                                                            operation: .connect))
             return
         }
+        let popts: OpaquePointer?
+        switch makeStackOptions(options) {
+        case .success(let made): popts = made
+        case .failure(let error):
+            continuation.resume(throwing: error.during(.connect))
+            return
+        }
+        defer { ms_popts_free(popts) }
         self.continuation = continuation
         // Retained for the C request; released in the connect callback, or
         // right here when ms_connect fails (the callback then never fires).
         let arg = Unmanaged.passRetained(self).toOpaque()
         var created: OpaquePointer?
-        let rc = ms_connect(loop.ms, address, connectCallback, arg, &created)
+        let rc = ms_connect_with(loop.ms, address, popts, connectCallback, arg, &created)
         guard rc == 0 else {
             Unmanaged<ConnectCore>.fromOpaque(arg).release()
             self.continuation = nil
@@ -180,4 +195,23 @@ private func connectCallback(_ s: OpaquePointer?, _ status: Int32, _ reason: Uns
     // The only callback of a connect: release the reference taken by startOnLoop.
     Unmanaged<ConnectCore>.fromOpaque(arg).takeRetainedValue()
         .didFinishOnLoop(s, status: status, reason: reason.map { String(cString: $0) })
+}
+
+/// Per-stack options ("protocol.key" → value) as a C ms_popts_t (nil when
+/// empty); the caller frees it with ms_popts_free after the call that copies
+/// it. On the loop thread or any thread: it touches no handle.
+func makeStackOptions(_ options: [String: String]) -> Result<OpaquePointer?, MultiServerError> {
+    if options.isEmpty { return .success(nil) }
+    var made: OpaquePointer?
+    let rc = ms_popts_new(&made)
+    guard rc == 0, let made else { return .failure(MultiServerError(rawValue: rc)) }
+    for (key, value) in options.sorted(by: { $0.key < $1.key }) {
+        let rc = ms_popts_parse(made, "\(key)=\(value)")
+        if rc != 0 {
+            ms_popts_free(made)
+            return .failure(MultiServerError(rawValue: rc,
+                                             reason: "option \"\(key)\": expected \"protocol.key\" (e.g. \"shs.handshake_timeout_ms\")"))
+        }
+    }
+    return .success(made)
 }

@@ -185,8 +185,13 @@ public final class MultiServer: Sendable {
     ///     connection, after its transforms (handshakes) completed. The
     ///     handler owns the connection and must close it eventually (shutdown
     ///     closes whatever is left).
-    /// The corresponding C function is `ms_listen`.
+    ///   - options: per-stack options for named protocols, keyed
+    ///     `"protocol.key"`: `["shs.handshake_timeout_ms": "5000",
+    ///     "noauth.uids": "any"]`. A key the protocol does not know throws
+    ///     ``MultiServerError/invalidArgument`` naming the known ones.
+    /// The corresponding C function is `ms_listen_with`.
     public func listen(_ addresses: [String],
+                       options: [String: String] = [:],
                        onError: (@Sendable (MultiServerError) -> Void)? = nil,
                        onConnection: @escaping @Sendable (Connection) -> Void) throws(MultiServerError) -> Listener {
         let address = addresses.joined(separator: ";")
@@ -199,7 +204,7 @@ public final class MultiServer: Sendable {
             }
             onConnection(Connection(owner: self, core: stream))
         }, onError: onError)
-        guard let result = loop.sync({ core.listenOnLoop(address) }) else {
+        guard let result = loop.sync({ core.listenOnLoop(address, options: options) }) else {
             throw MultiServerError.closed.during(.listen)
         }
         let advertised = try result.get()
@@ -211,13 +216,15 @@ public final class MultiServer: Sendable {
     ///
     /// Cancelling the task cancels the connect; it then throws
     /// ``MultiServerError/canceled``.
-    /// The corresponding C functions are `ms_connect` and `ms_connect_cancel`.
-    public func connect(_ address: String) async throws -> Connection {
+    /// `options` are per-stack options keyed `"protocol.key"`
+    /// (`["net.connect_timeout_ms": "2000"]`), as for ``listen(_:options:onError:onConnection:)``.
+    /// The corresponding C functions are `ms_connect_with` and `ms_connect_cancel`.
+    public func connect(_ address: String, options: [String: String] = [:]) async throws -> Connection {
         let loop = self.loop
         let request = ConnectCore(loop: loop)
         let stream: StreamCore = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (cont: CheckedContinuation<StreamCore, any Error>) in
-                if !loop.execute({ request.startOnLoop(address, cont) }) {
+                if !loop.execute({ request.startOnLoop(address, options: options, cont) }) {
                     cont.resume(throwing: MultiServerError.closed.during(.connect))
                 }
             }

@@ -76,9 +76,9 @@ public struct MultiServerError: Error, Hashable, CustomStringConvertible, Sendab
         return copy
     }
 
-    /// True when `self` and `other` are the same kind of error. Codes with two
-    /// spellings (the library's own timeout and cancellation codes and libuv's)
-    /// match each other.
+    /// True when `self` and `other` are the same kind of error. (The library's
+    /// timeout and cancellation codes are libuv's own values since 0.2; the
+    /// mapping stays for codes from older builds.)
     public func matches(_ other: MultiServerError) -> Bool {
         Self.canonical(rawValue) == Self.canonical(other.rawValue)
     }
@@ -150,6 +150,10 @@ extension MultiServerError {
     public static let alreadyExists = ms(MS_EEXIST)
     /// A limit was exceeded (`MS_ELIMIT`).
     public static let limitExceeded = ms(MS_ELIMIT)
+    /// A message failed its authentication tag: corrupt or forged (`MS_EDECRYPT`).
+    public static let decryptFailed = ms(MS_EDECRYPT)
+    /// Busy, e.g. tearing down (`MS_EBUSY`, libuv's `UV_EBUSY`).
+    public static let busy = ms(MS_EBUSY)
     /// The peer refused the connection (libuv `UV_ECONNREFUSED`, `-ECONNREFUSED`).
     public static let connectionRefused = MultiServerError(rawValue: -ECONNREFUSED)
     /// The peer reset the connection (libuv `UV_ECONNRESET`).

@@ -22,6 +22,8 @@ final class StreamCore: @unchecked Sendable {
     let stack: String?
     let remoteKey: [UInt8]?
     let isServer: Bool
+    let metadata: [String: [UInt8]]
+    let remoteIdentity: Connection.RemoteIdentity?
     /// The authorize hook's accepted value (see `Authorizer.box(_:)`): our own
     /// strong reference to the box behind ms_stream_auth, taken at hand-over
     /// and dropped in the close callback. The C core's reference is separate;
@@ -49,6 +51,22 @@ final class StreamCore: @unchecked Sendable {
             Array(UnsafeBufferPointer(start: $0, count: Int(MS_PUBLICKEYBYTES)))
         }
         isServer = ms_stream_is_server(stream)
+        var meta: [String: [UInt8]] = [:]
+        for i in 0..<ms_stream_meta_count(stream) {
+            var value: UnsafeRawPointer?
+            var len = 0
+            guard let key = ms_stream_meta_at(stream, i, &value, &len) else { break }
+            meta[String(cString: key)] = value.map { Array(UnsafeRawBufferPointer(start: $0, count: len)) } ?? []
+        }
+        metadata = meta
+        var kind: UnsafePointer<CChar>?
+        var idLen = 0
+        if let id = ms_stream_remote_id(stream, &kind, &idLen), let kind {
+            remoteIdentity = Connection.RemoteIdentity(
+                kind: String(cString: kind), bytes: Array(UnsafeRawBufferPointer(start: id, count: idLen)))
+        } else {
+            remoteIdentity = nil
+        }
         // The stream is open, so the C core still holds the box: retaining
         // it here (takeUnretainedValue gives a strong reference) keeps it
         // valid for us whenever the C core lets go of its own reference.
