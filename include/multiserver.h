@@ -59,7 +59,8 @@ extern "C" {
   XX(EINVAL, -40018, "invalid argument")                                     \
   XX(EOF, -40019, "end of stream")                                           \
   XX(EEXIST, -40020, "already exists")                                       \
-  XX(ELIMIT, -40021, "limit exceeded")
+  XX(ELIMIT, -40021, "limit exceeded")                                       \
+  XX(EPROXY, -40022, "proxy refused the request")
 
 typedef enum {
 #define MS__ERR_ENUM(name, val, msg) MS_##name = (val),

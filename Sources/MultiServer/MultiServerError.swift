@@ -150,6 +150,8 @@ extension MultiServerError {
     public static let alreadyExists = ms(MS_EEXIST)
     /// A limit was exceeded (`MS_ELIMIT`).
     public static let limitExceeded = ms(MS_ELIMIT)
+    /// A proxy (SOCKS5, e.g. Tor) refused or could not carry out the request (`MS_EPROXY`).
+    public static let proxyRefused = ms(MS_EPROXY)
     /// The peer refused the connection (libuv `UV_ECONNREFUSED`, `-ECONNREFUSED`).
     public static let connectionRefused = MultiServerError(rawValue: -ECONNREFUSED)
     /// The peer reset the connection (libuv `UV_ECONNRESET`).
