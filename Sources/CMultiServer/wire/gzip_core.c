@@ -12,9 +12,8 @@
 /* windowBits 15 (32 KiB history) + 16: gzip wrapper, not zlib or raw. */
 #define GZ_WINDOW_BITS (15 + 16)
 #define GZ_MEM_LEVEL 8
-/* Keep at least this much room when growing an output buffer, so a sync
- * flush never ends on a full buffer and repeats its marker. */
-#define GZ_MIN_ROOM 64
+/* Room kept free when growing an output buffer (enough for a flush step). */
+#define GZ_MIN_ROOM MS_GZIP_FLUSH_MIN_OUT
 
 enum { GZ_RUNNING = 0, GZ_ENDED = 2 };
 
@@ -171,6 +170,7 @@ int ms_gzip_deflate(ms_gzip_t *gz, const uint8_t *in, size_t len,
     case MS_GZIP_FINISH: zflush = Z_FINISH; break;
     default: return MS_EINVAL;
   }
+  if (zflush == Z_SYNC_FLUSH && cap < MS_GZIP_FLUSH_MIN_OUT) return MS_EINVAL;
   /* An idle flush writes nothing (no empty sync marker per loop turn). */
   if (zflush == Z_SYNC_FLUSH && len == 0 && gz->unflushed == 0 &&
       !gz->flushing)

@@ -48,6 +48,8 @@ extern "C" {
 /* Growth step of ms_gzbuf_t, and the recommended inflate output size. */
 #define MS_GZIP_CHUNK 16384
 #define MS_GUNZIP_OUT_RECOMMENDED 65536
+/* Smallest output buffer for a bounded SYNC_FLUSH step. */
+#define MS_GZIP_FLUSH_MIN_OUT 64
 
 /* ------------------------------------------------------------------ */
 /* Growable output buffer                                              */
@@ -105,12 +107,16 @@ void ms_gzip_free(ms_gzip_t *gz);
  *  1  out is full: call again with more room, the rest of the input
  *     (in + *consumed) and the same flush mode.
  *  <0 MS_ESHUTDOWN: called after FINISH completed (not final, nothing
- *     changes); MS_EINVAL: cap == 0, or a NULL buffer with a non-zero
- *     length (not final); MS_EFRAME: zlib reported an internal error (final).
+ *     changes); MS_EINVAL: cap == 0, cap < MS_GZIP_FLUSH_MIN_OUT with
+ *     SYNC_FLUSH, or a NULL buffer with a non-zero length (not final);
+ *     MS_EFRAME: zlib reported an internal error (final).
  * A SYNC_FLUSH when nothing was written since the last completed flush
  * produces nothing (an idle loop turn puts no bytes on the wire). A FINISH
- * always writes the trailer, also for an empty stream. Give cap >= 64:
- * with a tinier buffer a flush still completes but may repeat its marker.
+ * always writes the trailer, also for an empty stream. A SYNC_FLUSH needs
+ * cap >= MS_GZIP_FLUSH_MIN_OUT: zlib starts a fresh flush marker whenever a
+ * flush ends on a full buffer, so with a tiny buffer it would never end
+ * (with this minimum a repeated call adds at most one empty stored block,
+ * which decoders skip).
  * After a NO_FLUSH returns 0, zlib may still hold output (the cork); it
  * comes out with a later call.
  */
