@@ -73,8 +73,9 @@ MS_EXTERN const char *ms_version_string(void);
   XX(EFRAME, -40015, "malformed frame")                                      \
   XX(ESECRETFILE, -40016, "malformed secret file")                           \
   XX(EEXIST, -40020, "already exists")                                       \
-  XX(ELIMIT, -40021, "limit exceeded")                                      \
-  XX(EDECRYPT, -40022, "message does not authenticate (corrupt or forged)")
+  XX(ELIMIT, -40021, "limit exceeded")                                       \
+  XX(EDECRYPT, -40022, "message does not authenticate (corrupt or forged)")  \
+  XX(EPROXY, -40023, "proxy refused the request")
 
 typedef enum {
 #define MS__ERR_ENUM(name, val, msg) MS_##name = (val),

@@ -154,6 +154,8 @@ extension MultiServerError {
     public static let decryptFailed = ms(MS_EDECRYPT)
     /// Busy, e.g. tearing down (`MS_EBUSY`, libuv's `UV_EBUSY`).
     public static let busy = ms(MS_EBUSY)
+    /// A proxy (SOCKS5, e.g. Tor) refused or could not carry out the request (`MS_EPROXY`).
+    public static let proxyRefused = ms(MS_EPROXY)
     /// The peer refused the connection (libuv `UV_ECONNREFUSED`, `-ECONNREFUSED`).
     public static let connectionRefused = MultiServerError(rawValue: -ECONNREFUSED)
     /// The peer reset the connection (libuv `UV_ECONNRESET`).
