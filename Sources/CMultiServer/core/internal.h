@@ -180,6 +180,8 @@ extern const ms_protocol_t ms__proto_net;
 extern const ms_protocol_t ms__proto_unix;
 extern const ms_protocol_t ms__proto_noauth;
 extern const ms_protocol_t ms__proto_shs;
+/* builtins.c: every built-in protocol, NULL-terminated. */
+extern const ms_protocol_t *const ms__builtins[];
 
 /* Normalise a protocol struct of any published size into *out (our size;
  * missing hooks NULL). MS_EINVAL for an unknown larger size. */

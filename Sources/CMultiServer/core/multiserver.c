@@ -238,11 +238,9 @@ static int setup(ms_t *ms, const ms_options_t *opts) {
   ms->handles_open = 3;
   /* The queue alone must not keep ms_run() going. */
   uv_unref((uv_handle_t *)&ms->async);
-  if ((rc = ms_register(ms, &ms__proto_net, NULL)) != 0 ||
-      (rc = ms_register(ms, &ms__proto_unix, NULL)) != 0 ||
-      (rc = ms_register(ms, &ms__proto_noauth, NULL)) != 0 ||
-      (rc = ms_register(ms, &ms__proto_shs, ms)) != 0) /* validate checks listen keys */
-    return rc;
+  /* pdata is the ms_t (shs's validate checks a listen key against ours). */
+  for (size_t i = 0; ms__builtins[i]; i++)
+    if ((rc = ms_register(ms, ms__builtins[i], ms)) != 0) return rc;
   return 0;
 }
 

@@ -277,10 +277,8 @@ int ms__addr_parse_reason(const char *address, ms_addr_t **out, char *reason,
 /* ---- registry-free check of an address ----------------------------------- */
 
 static const ms_protocol_t *builtin(const char *name, ms_protocol_t *out) {
-  const ms_protocol_t *all[] = {&ms__proto_net, &ms__proto_unix,
-                                &ms__proto_noauth, &ms__proto_shs};
-  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-    if (strcmp(all[i]->name, name) == 0 && ms__proto_copy(all[i], out) == 0)
+  for (size_t i = 0; ms__builtins[i]; i++)
+    if (strcmp(ms__builtins[i]->name, name) == 0 && ms__proto_copy(ms__builtins[i], out) == 0)
       return out;
   return NULL;
 }
