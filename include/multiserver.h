@@ -300,6 +300,14 @@ typedef struct {
    * loopback net address). Off by default: noauth gives no confidentiality
    * and no authentication. */
   bool allow_remote_noauth;
+  /* Leave SIGPIPE alone. By default ms_new()/ms_new_on_loop() set SIGPIPE to
+   * SIG_IGN if it is at SIG_DFL (a disposition the application chose is
+   * never changed): a peer that resets during a write would otherwise kill
+   * the process. Writes to a dead socket then fail with UV_EPIPE or
+   * UV_ECONNRESET through the write callback. Set this if the application
+   * manages SIGPIPE itself; with SIGPIPE at SIG_DFL a reset peer then ends
+   * the process. */
+  bool keep_sigpipe;
 } ms_options_t;
 
 MS_EXTERN void ms_options_init(ms_options_t *opts);

@@ -3,6 +3,7 @@
  * and the cross-thread command queue (ms_call). Listening is in listener.c,
  * connecting in connect.c.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,9 +97,25 @@ int ms__defer(ms_t *ms, void (*fn)(void *arg), void *arg) {
   return uv_idle_start(&ms->idle, run_deferred);
 }
 
+/* libuv writes with write()/writev(), which raise SIGPIPE on a socket the
+ * peer reset: at SIG_DFL that kills the process. Ignore it then, so the
+ * write fails with EPIPE/ECONNRESET instead; a disposition the application
+ * chose (a handler, or SIG_IGN already) is left alone. */
+static void ignore_default_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL ||
+      (sa.sa_flags & SA_SIGINFO))
+    return;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGPIPE, &sa, NULL);
+}
+
 static int setup(ms_t *ms, const ms_options_t *opts) {
   if (sodium_init() < 0) return MS_ENOMEM;
   if (opts) ms->opts = *opts;
+  if (!ms->opts.keep_sigpipe) ignore_default_sigpipe();
   if (opts && opts->keys)
     ms->keys = *opts->keys;
   else if (ms_keypair_generate(&ms->keys) != 0)
