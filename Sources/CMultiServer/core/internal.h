@@ -49,6 +49,11 @@ struct ms_s {
   /* One read buffer per loop: libuv reads into it and the bytes are handed
    * on synchronously, so an idle connection holds no read buffer. */
   uint8_t *slab;
+  /* net.c: getaddrinfo lookups in the threadpool (those orphaned by a dial
+   * that finished first included), and lookups waiting for a slot, oldest
+   * first. */
+  unsigned dns_running;
+  struct net_lookup_s *dns_head, *dns_tail;
 };
 
 /* Write request: pooled per stream, so the steady state allocates nothing. */

@@ -219,14 +219,17 @@ static void net_listen_close(ms_plisten_t *pl) {
 
 /* ---- dial ------------------------------------------------------------ */
 
+typedef struct net_lookup_s net_lookup_t;
+
 typedef struct {
   ms_pdial_t *pd;
   ms_t *ms;
   char host[NET_HOST_MAX];
   int port;
-  uv_getaddrinfo_t gai;
-  bool resolving;
+  net_lookup_t *lookup; /* while resolving (queued or running) */
   struct addrinfo *res, *cur;
+  struct sockaddr_storage lit; /* a literal IP: resolved without a lookup */
+  struct addrinfo lit_ai;
   ms_uvstream_t *u;
   uv_connect_t conn;
   uv_timer_t timer;
@@ -256,6 +259,96 @@ static void dial_finish(net_dial_t *d, int status, ms_stream_t *s) {
                ms_strerror(status));
   uv_timer_stop(&d->timer);
   uv_close((uv_handle_t *)&d->timer, dial_free_and_report);
+}
+
+/* A getaddrinfo request on the heap, so that a dial can finish (timeout,
+ * cancel) while a threadpool thread still runs it: the dial lets go of it
+ * (d = NULL) and on_resolved then only frees it. It holds the multiserver
+ * live until then. */
+struct net_lookup_s {
+  uv_getaddrinfo_t req;
+  ms_t *ms;
+  net_dial_t *d;      /* NULL once orphaned */
+  bool queued;        /* waiting for a slot, in ms->dns_head */
+  net_lookup_t *next; /* wait queue */
+};
+
+#define NET_DNS_MAX 2
+
+/* Lookups one multiserver runs at once; the rest wait in a FIFO queue.
+ * libuv runs at most (threads + 1) / 2 getaddrinfo jobs at once, its "slow
+ * I/O" share of the threadpool (UV_THREADPOOL_SIZE, 4 threads by default:
+ * 2 jobs). Staying below that means slow names a peer chose never hold every
+ * slot: other lookups of the process go on, as does all fs work. */
+static unsigned dns_cap(void) {
+  const char *v = getenv("UV_THREADPOOL_SIZE");
+  long n = v ? strtol(v, NULL, 10) : 4;
+  if (n < 1) n = 1;
+  if (n > 1024) n = 1024;
+  long slow = (n + 1) / 2;
+  if (slow - 1 < 1) return 1;
+  return slow - 1 < NET_DNS_MAX ? (unsigned)(slow - 1) : NET_DNS_MAX;
+}
+
+static void lookup_free(net_lookup_t *l) {
+  ms_t *ms = l->ms;
+  free(l);
+  ms__live_dec(ms);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+
+static int lookup_start(net_lookup_t *l) {
+  net_dial_t *d = l->d;
+  char service[8];
+  snprintf(service, sizeof service, "%d", d->port);
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  l->req.data = l;
+  int rc = uv_getaddrinfo(ms_loop(l->ms), &l->req, on_resolved, d->host,
+                          service, &hints);
+  if (rc == 0) l->ms->dns_running++;
+  return rc;
+}
+
+static void dial_finish(net_dial_t *d, int status, ms_stream_t *s);
+
+/* Start waiting lookups while there is a free slot. */
+static void lookup_start_queued(ms_t *ms) {
+  while (ms->dns_head && ms->dns_running < dns_cap()) {
+    net_lookup_t *l = ms->dns_head;
+    ms->dns_head = l->next;
+    if (ms->dns_head == NULL) ms->dns_tail = NULL;
+    l->next = NULL;
+    l->queued = false;
+    int rc = lookup_start(l);
+    if (rc != 0) {
+      net_dial_t *d = l->d;
+      d->lookup = NULL;
+      lookup_free(l);
+      ms__reason(d->reason, sizeof d->reason,
+                 "net:%s:%d: cannot resolve host: %s", d->host, d->port,
+                 ms_strerror(rc));
+      dial_finish(d, rc, NULL);
+    }
+  }
+}
+
+static void lookup_unqueue(net_lookup_t *l) {
+  ms_t *ms = l->ms;
+  net_lookup_t **p = &ms->dns_head, *prev = NULL;
+  while (*p && *p != l) {
+    prev = *p;
+    p = &(*p)->next;
+  }
+  if (*p == NULL) return;
+  *p = l->next;
+  if (ms->dns_tail == l) ms->dns_tail = prev;
+  l->next = NULL;
+  l->queued = false;
 }
 
 static void try_next(net_dial_t *d);
@@ -322,8 +415,17 @@ static void try_next(net_dial_t *d) {
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  net_dial_t *d = req->data;
-  d->resolving = false;
+  net_lookup_t *l = req->data;
+  net_dial_t *d = l->d;
+  ms_t *ms = l->ms;
+  ms->dns_running--;
+  lookup_free(l);
+  lookup_start_queued(ms);
+  if (d == NULL) { /* orphaned: its dial already finished */
+    if (res) uv_freeaddrinfo(res);
+    return;
+  }
+  d->lookup = NULL;
   d->res = res;
   if (d->stop) {
     dial_finish(d, d->stop, NULL);
@@ -345,8 +447,20 @@ static void dial_stop(net_dial_t *d, int why) {
   if (why == MS_ETIMEDOUT)
     ms__reason(d->reason, sizeof d->reason, "net:%s:%d: connect timed out",
                d->host, d->port);
-  if (d->resolving) {
-    uv_cancel((uv_req_t *)&d->gai); /* on_resolved reports either way */
+  if (d->lookup) {
+    /* Finish now. A queued lookup goes; a running one cannot be stopped
+     * once a thread took it (uv_cancel fails then), so it is orphaned and
+     * frees itself in on_resolved. */
+    net_lookup_t *l = d->lookup;
+    d->lookup = NULL;
+    if (l->queued) {
+      lookup_unqueue(l);
+      lookup_free(l);
+    } else {
+      l->d = NULL;
+      uv_cancel((uv_req_t *)&l->req);
+    }
+    dial_finish(d, why, NULL);
   } else if (d->u) {
     ms__uvstream_discard(d->u); /* on_connect fires with UV_ECANCELED */
     d->u = NULL;
@@ -367,25 +481,58 @@ static int net_dial(ms_pdial_t *pd, const ms_section_t *sec, void *pdata) {
     free(d);
     return rc;
   }
-  char service[8];
-  snprintf(service, sizeof service, "%d", d->port);
-  struct addrinfo hints;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  d->gai.data = d;
-  rc = uv_getaddrinfo(ms_loop(ms), &d->gai, on_resolved, d->host, service, &hints);
-  if (rc != 0) {
-    free(d);
-    return rc;
+  /* A literal IP needs no lookup (and no threadpool slot). */
+  struct sockaddr_in in4;
+  struct sockaddr_in6 in6;
+  bool literal = true;
+  if (uv_ip4_addr(d->host, d->port, &in4) == 0) {
+    memcpy(&d->lit, &in4, sizeof in4);
+    d->lit_ai.ai_family = AF_INET;
+    d->lit_ai.ai_addrlen = sizeof in4;
+  } else if (uv_ip6_addr(d->host, d->port, &in6) == 0) {
+    memcpy(&d->lit, &in6, sizeof in6);
+    d->lit_ai.ai_family = AF_INET6;
+    d->lit_ai.ai_addrlen = sizeof in6;
+  } else {
+    literal = false;
   }
-  d->resolving = true;
+  if (!literal) {
+    net_lookup_t *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+      free(d);
+      return MS_ENOMEM;
+    }
+    l->ms = ms;
+    l->d = d;
+    if (ms->dns_running < dns_cap()) {
+      rc = lookup_start(l);
+      if (rc != 0) {
+        free(l);
+        free(d);
+        return rc;
+      }
+    } else {
+      l->queued = true;
+      if (ms->dns_tail)
+        ms->dns_tail->next = l;
+      else
+        ms->dns_head = l;
+      ms->dns_tail = l;
+    }
+    ms__live_inc(ms);
+    d->lookup = l;
+  }
   uv_timer_init(ms_loop(ms), &d->timer);
   d->timer.data = d;
   uint32_t ms_timeout = ms_options(ms)->connect_timeout_ms;
   uv_timer_start(&d->timer, on_timeout, ms_timeout ? ms_timeout : 10000, 0);
   ms_pdial_set_impl(pd, d);
+  if (literal) {
+    d->lit_ai.ai_socktype = SOCK_STREAM;
+    d->lit_ai.ai_addr = (struct sockaddr *)&d->lit;
+    d->cur = &d->lit_ai;
+    try_next(d); /* reports later, never from inside net_dial */
+  }
   return 0;
 }
 
