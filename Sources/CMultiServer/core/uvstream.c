@@ -69,10 +69,68 @@ static int us_read_stop(ms_stream_t *s) {
   return uv_read_stop(&u->h.stream);
 }
 
+/* The write request's scratch space: the uv request, and the bytes copied
+ * out of the read slab for it (usually none). */
+typedef struct {
+  uv_write_t w;
+  void *copy;
+} us_write_t;
+
+_Static_assert(sizeof(us_write_t) <= MS_WRITE_REQ_SCRATCH,
+               "us_write_t must fit a write request's scratch space");
+
 static void on_write(uv_write_t *w, int status) {
+  us_write_t *uw = (us_write_t *)w;
   ms_write_req_t *req = w->data;
+  free(uw->copy);
+  uw->copy = NULL;
   /* The contract promises MS_ECANCELED for writes cut off by a close. */
   ms_write_req_done(req, status == UV_ECANCELED ? MS_ECANCELED : status);
+}
+
+static bool in_slab(const uint8_t *slab, const uv_buf_t *b) {
+  uintptr_t p = (uintptr_t)b->base, s0 = (uintptr_t)slab;
+  uintptr_t s1 = s0 + MS_READ_SLAB;
+  return b->len != 0 && p < s1 && (p >= s0 || s0 - p < b->len);
+}
+
+/* Bytes written by reference from the loop's read slab (an echo of what was
+ * just read) would be overwritten by the next read while queued: send what
+ * the socket takes now (uv_try_write, which refuses while earlier writes
+ * are queued, so order holds) and copy the slab part of the rest into one
+ * block, freed at completion. Trims ub/nbufs to what is left (none: all was
+ * sent) and says in *sent how much went out. 0 or MS_ENOMEM. */
+static int unslab(ms_uvstream_t *u, us_write_t *uw, uv_buf_t *ub,
+                  unsigned *nbufs, size_t *sent) {
+  const uint8_t *slab = u->s->ms->slab;
+  int n = uv_try_write(&u->h.stream, ub, *nbufs);
+  size_t skip = n > 0 ? (size_t)n : 0, need = 0;
+  unsigned j = 0;
+  *sent = skip;
+  for (unsigned i = 0; i < *nbufs; i++) {
+    uv_buf_t b = ub[i];
+    if (b.len <= skip) {
+      skip -= b.len;
+      continue;
+    }
+    b.base += skip;
+    b.len -= skip;
+    skip = 0;
+    ub[j++] = b;
+    if (in_slab(slab, &b)) need += b.len;
+  }
+  *nbufs = j;
+  if (need == 0) return 0;
+  uint8_t *p = malloc(need);
+  if (p == NULL) return MS_ENOMEM;
+  uw->copy = p;
+  for (unsigned i = 0; i < j; i++) {
+    if (!in_slab(slab, &ub[i])) continue;
+    memcpy(p, ub[i].base, ub[i].len);
+    ub[i].base = (char *)p;
+    p += ub[i].len;
+  }
+  return 0;
 }
 
 static int us_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
@@ -81,22 +139,45 @@ static int us_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
   static char nothing[1];
   uv_buf_t small[16];
   uv_buf_t *ub = small;
+  us_write_t *uw = ms_write_req_scratch(req);
+  uw->w.data = req;
+  uw->copy = NULL;
   if (nbufs == 0) { /* libuv asserts nbufs > 0: write one empty buffer */
     small[0] = uv_buf_init(nothing, 0);
-    uv_write_t *w = ms_write_req_scratch(req);
-    w->data = req;
-    return uv_write(w, &u->h.stream, small, 1, on_write);
+    return uv_write(&uw->w, &u->h.stream, small, 1, on_write);
   }
   if (nbufs > 16) {
     ub = malloc(nbufs * sizeof(*ub));
     if (ub == NULL) return MS_ENOMEM;
   }
-  for (unsigned i = 0; i < nbufs; i++)
+  bool slab = false;
+  for (unsigned i = 0; i < nbufs; i++) {
     ub[i] = uv_buf_init((char *)bufs[i].base, (unsigned)bufs[i].len);
-  uv_write_t *w = ms_write_req_scratch(req);
-  w->data = req;
+    if (in_slab(s->ms->slab, &ub[i])) slab = true;
+  }
+  int rc = 0;
+  if (slab) {
+    size_t sent;
+    rc = unslab(u, uw, ub, &nbufs, &sent);
+    if (rc != 0 && sent != 0) {
+      /* Part went out already: the write has begun, so it fails later. */
+      ms_write_req_done(req, rc);
+      rc = 0;
+      goto out;
+    }
+    if (rc != 0) goto out;
+    if (nbufs == 0) {
+      ms_write_req_done(req, 0); /* all sent: reported on a later turn */
+      goto out;
+    }
+  }
   /* uv_write copies the uv_buf_t array, so ub may go now. */
-  int rc = uv_write(w, &u->h.stream, ub, nbufs, on_write);
+  rc = uv_write(&uw->w, &u->h.stream, ub, nbufs, on_write);
+  if (rc != 0) {
+    free(uw->copy);
+    uw->copy = NULL;
+  }
+out:
   if (ub != small) free(ub);
   return rc;
 }
