@@ -611,16 +611,22 @@ static int shs_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *sec,
       return MS_EKEY;
     if (sec->nfields == 2) {
       uint8_t seed[32];
-      if (ms_key_from_base64(seed, sec->fields[1], sec->field_lens[1]) != 0)
-        return MS_EKEY;
-      rc = ms_keypair_from_seed(&onetime, seed);
+      rc = ms_key_from_base64(seed, sec->fields[1], sec->field_lens[1]);
+      if (rc == 0) rc = ms_keypair_from_seed(&onetime, seed);
       sodium_memzero(seed, sizeof seed);
-      if (rc != 0) return MS_EKEY;
+      if (rc != 0) {
+        ms_keypair_wipe(&onetime);
+        return MS_EKEY;
+      }
       local = &onetime;
     }
   }
+  /* From here on, every return wipes the one-time key pair first. */
   shs_conn_t *c = calloc(1, sizeof(*c));
-  if (c == NULL) return MS_ENOMEM;
+  if (c == NULL) {
+    if (local == &onetime) ms_keypair_wipe(&onetime);
+    return MS_ENOMEM;
+  }
   c->ms = ms;
   c->lower = lower;
   c->pw = pw;
