@@ -226,15 +226,64 @@ ms_stream_t *ms__uvstream_start(ms_uvstream_t *u, ms_t *ms,
   return s;
 }
 
+/* A pending connection that cannot become a stream must still be taken:
+ * libuv has accepted its fd already and stops polling the listening socket
+ * until uv_accept() takes it, so the listener would stall for ever. It goes
+ * into a throwaway handle that is closed at once. That handle must live
+ * until its close callback; when not even it can be allocated, a spare per
+ * thread stands in (free again by the end of this loop turn, on this
+ * thread: libuv runs close callbacks in the turn that polled). */
+typedef union {
+  uv_handle_t handle;
+  uv_stream_t stream;
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} us_any_t;
+
+static _Thread_local us_any_t spare;
+static _Thread_local bool spare_busy;
+
+static void spare_closed(uv_handle_t *h) {
+  (void)h;
+  spare_busy = false;
+}
+
+static void drop_pending(ms_t *ms, uv_stream_t *server, bool tcp) {
+  us_any_t *h = malloc(sizeof(*h));
+  uv_close_cb done = free_on_close;
+  if (h == NULL) {
+    if (spare_busy) return; /* a second failure in one turn: nothing left */
+    h = &spare;
+    spare_busy = true;
+    done = spare_closed;
+  }
+  int rc = tcp ? uv_tcp_init(ms_loop(ms), &h->tcp)
+               : uv_pipe_init(ms_loop(ms), &h->pipe, 0);
+  if (rc != 0) {
+    if (h == &spare)
+      spare_busy = false;
+    else
+      free(h);
+    return;
+  }
+  h->handle.data = h == &spare ? NULL : h;
+  uv_accept(server, &h->stream); /* closes the connection with the handle */
+  uv_close(&h->handle, done);
+}
+
 int ms__uvstream_accept(ms_t *ms, uv_stream_t *server, bool tcp,
                         ms_uv_name_fn name, void *arg, ms_stream_t **out) {
   char addr[256];
   ms_uvstream_t *u = ms__uvstream_alloc();
-  if (u == NULL) return MS_ENOMEM;
+  if (u == NULL) {
+    drop_pending(ms, server, tcp);
+    return MS_ENOMEM;
+  }
   int rc = tcp ? uv_tcp_init(ms_loop(ms), &u->h.tcp)
                : uv_pipe_init(ms_loop(ms), &u->h.pipe, 0);
   if (rc != 0) {
     free(u);
+    drop_pending(ms, server, tcp);
     return rc;
   }
   u->h.handle.data = u;
