@@ -166,8 +166,10 @@ int ms_stream_write(ms_stream_t *s, const ms_buf_t *bufs, unsigned nbufs,
   size_t size = 0;
   for (unsigned i = 0; i < nbufs; i++) {
     if (bufs[i].len && bufs[i].base == NULL) return MS_EINVAL;
+    if (bufs[i].len > SIZE_MAX - size) return MS_EINVAL; /* sum overflows */
     size += bufs[i].len;
   }
+  if (size > SIZE_MAX - s->queued) return MS_EINVAL;
   ms_write_req_t *r = req_get(s);
   if (r == NULL) return MS_ENOMEM;
   r->s = s;

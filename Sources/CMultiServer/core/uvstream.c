@@ -78,6 +78,10 @@ typedef struct {
 
 _Static_assert(sizeof(us_write_t) <= MS_WRITE_REQ_SCRATCH,
                "us_write_t must fit a write request's scratch space");
+/* uv_buf_init() takes an unsigned length, which would truncate a buffer
+ * over 4 GiB; the field itself is a size_t on unix: fill it directly. */
+_Static_assert(sizeof(((uv_buf_t *)0)->len) == sizeof(size_t),
+               "uv_buf_t.len must hold any ms_buf_t length");
 
 static void on_write(uv_write_t *w, int status) {
   us_write_t *uw = (us_write_t *)w;
@@ -152,7 +156,8 @@ static int us_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
   }
   bool slab = false;
   for (unsigned i = 0; i < nbufs; i++) {
-    ub[i] = uv_buf_init((char *)bufs[i].base, (unsigned)bufs[i].len);
+    ub[i].base = (char *)bufs[i].base;
+    ub[i].len = bufs[i].len;
     if (in_slab(s->ms->slab, &ub[i])) slab = true;
   }
   int rc = 0;

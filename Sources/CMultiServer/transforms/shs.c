@@ -194,7 +194,11 @@ static int shs_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
   shs_conn_t *c = ms_stream_impl(s);
   if (c->write_error) return c->write_error;
   size_t need = 0;
-  for (unsigned i = 0; i < nbufs; i++) need += ms_box_sealed_size(bufs[i].len);
+  for (unsigned i = 0; i < nbufs; i++) {
+    size_t sealed = ms_box_sealed_size(bufs[i].len);
+    if (sealed == SIZE_MAX || sealed > SIZE_MAX - need) return MS_EINVAL;
+    need += sealed;
+  }
   /* An empty write seals nothing (like the reference) but still completes
    * through the lower stream, so in order with the writes before it. */
   shs_buf_t *b = NULL;
