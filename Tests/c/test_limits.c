@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "internal.h" /* the include guard covers the whole header */
 
 #include "boxstream.h"
 #include "mstest.h"

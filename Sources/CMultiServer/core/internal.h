@@ -163,8 +163,6 @@ extern const ms_protocol_t ms__proto_net;
 extern const ms_protocol_t ms__proto_unix;
 extern const ms_protocol_t ms__proto_noauth;
 
-#endif
-
 /* stack.c: parse an address, wording a grammar error as "bad address at
  * offset N (alternative A, section S): what" for reason. */
 int ms__addr_parse_reason(const char *address, ms_addr_t **out, char *reason,
@@ -213,3 +211,5 @@ struct ms_pwrap_s {
 ms_pwrap_t *ms__chain_start(ms_t *ms, const ms_stack_t *st, ms_stream_t *lower,
                             int role, ms_chain_cb cb, void *arg);
 void ms__chain_cancel(ms_pwrap_t *pw);
+
+#endif /* MS_INTERNAL_H */
