@@ -382,9 +382,13 @@ typedef struct {
    * the loopback permission). */
   bool allow_remote_noauth;
   bool allow_loopback_noauth;
-  /* The library sets SIGPIPE to SIG_IGN in ms_new() when it is SIG_DFL, so
-   * that a peer that resets cannot kill the process: writes to a dead socket
-   * then fail with UV_EPIPE. true leaves the disposition alone. */
+  /* Leave SIGPIPE alone. By default ms_new()/ms_new_on_loop() set SIGPIPE to
+   * SIG_IGN if it is at SIG_DFL (a disposition the application chose is
+   * never changed): a peer that resets during a write would otherwise kill
+   * the process. Writes to a dead socket then fail with UV_EPIPE or
+   * UV_ECONNRESET through the write callback. Set this if the application
+   * manages SIGPIPE itself; with SIGPIPE at SIG_DFL a reset peer then ends
+   * the process. */
   bool keep_sigpipe;
 } ms_options_t;
 
@@ -431,7 +435,9 @@ MS_EXTERN int ms_close(ms_t *ms, ms_closed_cb cb, void *arg);
  * ms_close it closes the library's handles itself, running the loop briefly
  * to do so, and must then not be called from inside a callback (MS_EBUSY
  * from inside ms_run). Every listener, connect and stream must be closed
- * first; MS_EEXIST (and nothing freed) otherwise. */
+ * first: MS_EEXIST (and nothing freed) otherwise. MS_EBUSY while a protocol
+ * still holds handles (a name lookup orphaned by a timeout): run the loop
+ * and call again. */
 MS_EXTERN int ms_delete(ms_t *ms);
 /* Run the loop: MS_RUN_DEFAULT until no work is left, MS_RUN_ONCE, or
  * MS_RUN_NOWAIT (libuv's uv_run modes). */

@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MS=${MULTISERVER:-build/multiserver}
 dir=$(mktemp -d)
-trap 'kill $srv 2>/dev/null; rm -rf "$dir"' EXIT
+srv=
+# The server is usually gone already (killed below): the cleanup must not fail
+# under set -e, and the script's own exit status must survive it.
+trap 'rc=$?; if [ -n "$srv" ]; then kill "$srv" 2>/dev/null || true; fi; rm -rf "$dir"; exit $rc' EXIT
 
 echo "== server: multiserver serve --echo net:127.0.0.1:0 unix:$dir/plain.sock net:127.0.0.1:0~shs unix:$dir/secret.sock~shs"
 $MS serve --echo "net:127.0.0.1:0" "unix:$dir/plain.sock" "net:127.0.0.1:0~shs" "unix:$dir/secret.sock~shs" \

@@ -219,12 +219,29 @@ def test_options_and_noauth(tmp):
     r = connect(s.address, b"same user")
     check(r.returncode == 0 and r.stdout == b"same user", f"unix noauth, same uid: {r.stderr!r}")
     s.stop()
+def test_demo(tmp):
+    """scripts/demo.sh (make demo) exits 0 on success and non-zero on a real failure."""
+    env = {**os.environ, "MULTISERVER": os.path.abspath(MS)}
+    r = subprocess.run(["bash", "scripts/demo.sh"], env=env, capture_output=True, timeout=120)
+    check(r.returncode == 0 and b"cmp ok" in r.stdout,
+          f"demo.sh exits 0: {r.returncode} {r.stdout[-300:]!r} {r.stderr[-300:]!r}")
+    # A multiserver whose connect corrupts what it prints: the 4 MiB check must fail.
+    bad = os.path.join(tmp, "ms-corrupt")
+    with open(bad, "w") as f:
+        f.write('#!/bin/sh\nif [ "$1" = connect ]; then "%s" "$@" | tr "\\000" "\\001"; exit 0; fi\n'
+                'exec "%s" "$@"\n' % (env["MULTISERVER"], env["MULTISERVER"]))
+    os.chmod(bad, 0o755)
+    r = subprocess.run(["bash", "scripts/demo.sh"], env={**env, "MULTISERVER": bad},
+                       capture_output=True, timeout=120)
+    check(r.returncode == 1 and b"MISMATCH" in r.stdout,
+          f"demo.sh exits 1 on a mismatch: {r.returncode} {r.stdout[-300:]!r}")
 
 
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for t in [test_address, test_three_stacks_echo, test_concurrent, test_errors,
-                  test_keys_and_authorize, test_sink, test_bridge, test_options_and_noauth]:
+                  test_keys_and_authorize, test_sink, test_bridge, test_options_and_noauth,
+                  test_demo]:
             try:
                 t(tmp) if t.__code__.co_argcount else t()
             except Exception as e:  # a crash or timeout in a test is a failure

@@ -3,6 +3,7 @@
  * and the cross-thread command queue (ms_call). Listening is in listener.c,
  * connecting in connect.c.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,10 +207,26 @@ static int copy_options(ms_options_t *dst, const ms_options_t *src) {
 
 static void handle_closed(uv_handle_t *h);
 
+/* libuv writes with write()/writev(), which raise SIGPIPE on a socket the
+ * peer reset: at SIG_DFL that kills the process. Ignore it then, so the
+ * write fails with EPIPE/ECONNRESET instead; a disposition the application
+ * chose (a handler, or SIG_IGN already) is left alone. */
+static void ignore_default_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL ||
+      (sa.sa_flags & SA_SIGINFO))
+    return;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGPIPE, &sa, NULL);
+}
+
 static int setup(ms_t *ms, const ms_options_t *opts) {
   if (sodium_init() < 0) return MS_ENOMEM;
   int rc = copy_options(&ms->opts, opts);
   if (rc != 0) return rc;
+  if (!ms->opts.keep_sigpipe) ignore_default_sigpipe();
   if (ms->opts.keys)
     ms->keys = *ms->opts.keys;
   else if (ms_keypair_generate(&ms->keys) != 0)
@@ -374,10 +391,10 @@ int ms_delete(ms_t *ms) {
   while (ms->dhead) run_deferred(&ms->idle);
   if (ms->live != 0) return MS_EEXIST;
   destroy_instances(ms);
-  while (ms->refs != 0 || ms->dhead) {
-    if (ms->dhead) run_deferred(&ms->idle);
-    else uv_run(ms->loop, UV_RUN_ONCE); /* plugin handles closing */
-  }
+  while (ms->dhead) run_deferred(&ms->idle);
+  /* Plugin handles still open (a lookup orphaned in the threadpool, a
+   * socket closing): run the loop and call again, or use ms_close. */
+  if (ms->refs != 0 || ms->live != 0) return MS_EBUSY;
   ms->state = MS_STATE_CLOSED;
   close_handles(ms);
   while (ms->handles_open != 0) uv_run(ms->loop, UV_RUN_NOWAIT);

@@ -190,7 +190,11 @@ static int shs_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
   shs_conn_t *c = ms_stream_impl(s);
   if (c->write_error) return c->write_error;
   size_t need = 0;
-  for (unsigned i = 0; i < nbufs; i++) need += ms_box_sealed_size(bufs[i].len);
+  for (unsigned i = 0; i < nbufs; i++) {
+    size_t sealed = ms_box_sealed_size(bufs[i].len);
+    if (sealed == SIZE_MAX || sealed > SIZE_MAX - need) return MS_EINVAL;
+    need += sealed;
+  }
   /* An empty write seals nothing (like the reference) but still completes
    * through the lower stream, so in order with the writes before it. */
   shs_buf_t *b = NULL;
@@ -603,16 +607,22 @@ static int shs_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *sec,
       return MS_EKEY;
     if (sec->nfields == 2) {
       uint8_t seed[32];
-      if (ms_key_from_base64(seed, sec->fields[1], sec->field_lens[1]) != 0)
-        return MS_EKEY;
-      rc = ms_keypair_from_seed(&onetime, seed);
+      rc = ms_key_from_base64(seed, sec->fields[1], sec->field_lens[1]);
+      if (rc == 0) rc = ms_keypair_from_seed(&onetime, seed);
       sodium_memzero(seed, sizeof seed);
-      if (rc != 0) return MS_EKEY;
+      if (rc != 0) {
+        ms_keypair_wipe(&onetime);
+        return MS_EKEY;
+      }
       local = &onetime;
     }
   }
+  /* From here on, every return wipes the one-time key pair first. */
   shs_conn_t *c = calloc(1, sizeof(*c));
-  if (c == NULL) return MS_ENOMEM;
+  if (c == NULL) {
+    if (local == &onetime) ms_keypair_wipe(&onetime);
+    return MS_ENOMEM;
+  }
   c->ms = ms;
   c->lower = lower;
   c->pw = pw;

@@ -222,14 +222,17 @@ static void net_listen_close(ms_plisten_t *pl) {
 
 /* ---- dial ------------------------------------------------------------ */
 
+typedef struct net_lookup_s net_lookup_t;
+
 typedef struct {
   ms_pdial_t *pd;
   ms_t *ms;
   char host[NET_HOST_MAX];
   int port;
-  uv_getaddrinfo_t gai;
-  bool resolving;
+  net_lookup_t *lookup; /* while resolving (queued or running) */
   struct addrinfo *res, *cur;
+  struct sockaddr_storage lit; /* a literal IP: resolved without a lookup */
+  struct addrinfo lit_ai;
   ms_uvstream_t *u;
   uv_connect_t conn;
   uv_timer_t timer;
@@ -259,6 +262,129 @@ static void dial_finish(net_dial_t *d, int status, ms_stream_t *s) {
                ms_strerror(status));
   uv_timer_stop(&d->timer);
   uv_close((uv_handle_t *)&d->timer, dial_free_and_report);
+}
+
+/* A getaddrinfo request on the heap, so that a dial can finish (timeout,
+ * cancel) while a threadpool thread still runs it: the dial lets go of it
+ * (d = NULL) and on_resolved then only frees it. It holds the multiserver
+ * live until then. */
+struct net_lookup_s {
+  uv_getaddrinfo_t req;
+  struct net_inst_s *inst;
+  net_dial_t *d;      /* NULL once orphaned */
+  bool queued;        /* waiting for a slot, in inst->head */
+  net_lookup_t *next; /* wait queue */
+};
+
+/* The protocol's per-multiserver instance (init/destroy hooks): lookups in
+ * the threadpool (those orphaned by a dial that finished first included)
+ * and lookups waiting for a slot, oldest first. Each lookup holds a
+ * reference on the multiserver (ms_ref), so ms_close waits for orphans;
+ * the instance outlives destroy until its last lookup is gone. */
+typedef struct net_inst_s {
+  ms_t *ms;
+  unsigned running;
+  net_lookup_t *head, *tail;
+  bool destroyed;
+} net_inst_t;
+
+static void inst_maybe_free(net_inst_t *n) {
+  if (n->destroyed && n->running == 0 && n->head == NULL) free(n);
+}
+
+static int net_init(ms_t *ms, void *pdata, void **instance) {
+  (void)pdata;
+  net_inst_t *n = calloc(1, sizeof(*n));
+  if (n == NULL) return MS_ENOMEM;
+  n->ms = ms;
+  *instance = n;
+  return 0;
+}
+
+static void net_destroy(ms_t *ms, void *instance) {
+  (void)ms;
+  net_inst_t *n = instance;
+  n->destroyed = true;
+  inst_maybe_free(n);
+}
+
+#define NET_DNS_MAX 2
+
+/* Lookups one multiserver runs at once; the rest wait in a FIFO queue.
+ * libuv runs at most (threads + 1) / 2 getaddrinfo jobs at once, its "slow
+ * I/O" share of the threadpool (UV_THREADPOOL_SIZE, 4 threads by default:
+ * 2 jobs). Staying below that means slow names a peer chose never hold every
+ * slot: other lookups of the process go on, as does all fs work. */
+static unsigned dns_cap(void) {
+  const char *v = getenv("UV_THREADPOOL_SIZE");
+  long n = v ? strtol(v, NULL, 10) : 4;
+  if (n < 1) n = 1;
+  if (n > 1024) n = 1024;
+  long slow = (n + 1) / 2;
+  if (slow - 1 < 1) return 1;
+  return slow - 1 < NET_DNS_MAX ? (unsigned)(slow - 1) : NET_DNS_MAX;
+}
+
+static void lookup_free(net_lookup_t *l) {
+  net_inst_t *n = l->inst;
+  free(l);
+  ms_unref(n->ms);
+  inst_maybe_free(n);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+
+static int lookup_start(net_lookup_t *l) {
+  net_dial_t *d = l->d;
+  char service[8];
+  snprintf(service, sizeof service, "%d", d->port);
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  l->req.data = l;
+  int rc = uv_getaddrinfo(ms_loop(l->inst->ms), &l->req, on_resolved, d->host,
+                          service, &hints);
+  if (rc == 0) l->inst->running++;
+  return rc;
+}
+
+static void dial_finish(net_dial_t *d, int status, ms_stream_t *s);
+
+/* Start waiting lookups while there is a free slot. */
+static void lookup_start_queued(net_inst_t *n) {
+  while (n->head && n->running < dns_cap()) {
+    net_lookup_t *l = n->head;
+    n->head = l->next;
+    if (n->head == NULL) n->tail = NULL;
+    l->next = NULL;
+    l->queued = false;
+    int rc = lookup_start(l);
+    if (rc != 0) {
+      net_dial_t *d = l->d;
+      d->lookup = NULL;
+      lookup_free(l);
+      ms_reasonf(d->reason, sizeof d->reason,
+                 "net:%s:%d: cannot resolve host: %s", d->host, d->port,
+                 ms_strerror(rc));
+      dial_finish(d, rc, NULL);
+    }
+  }
+}
+
+static void lookup_unqueue(net_lookup_t *l) {
+  net_inst_t *n = l->inst;
+  net_lookup_t **p = &n->head, *prev = NULL;
+  while (*p && *p != l) {
+    prev = *p;
+    p = &(*p)->next;
+  }
+  if (*p == NULL) return;
+  *p = l->next;
+  if (n->tail == l) n->tail = prev;
+  l->next = NULL;
+  l->queued = false;
 }
 
 static void try_next(net_dial_t *d);
@@ -335,8 +461,17 @@ static void try_next(net_dial_t *d) {
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  net_dial_t *d = req->data;
-  d->resolving = false;
+  net_lookup_t *l = req->data;
+  net_dial_t *d = l->d;
+  net_inst_t *n = l->inst;
+  n->running--;
+  lookup_start_queued(n);
+  lookup_free(l); /* may free n, after a destroy */
+  if (d == NULL) { /* orphaned: its dial already finished */
+    if (res) uv_freeaddrinfo(res);
+    return;
+  }
+  d->lookup = NULL;
   d->res = res;
   if (d->stop) {
     dial_finish(d, d->stop, NULL);
@@ -358,8 +493,20 @@ static void dial_stop(net_dial_t *d, int why) {
   if (why == MS_ETIMEDOUT)
     ms_reasonf(d->reason, sizeof d->reason, "net:%s:%d: connect timed out",
                d->host, d->port);
-  if (d->resolving) {
-    uv_cancel((uv_req_t *)&d->gai); /* on_resolved reports either way */
+  if (d->lookup) {
+    /* Finish now. A queued lookup goes; a running one cannot be stopped
+     * once a thread took it (uv_cancel fails then), so it is orphaned and
+     * frees itself in on_resolved. */
+    net_lookup_t *l = d->lookup;
+    d->lookup = NULL;
+    if (l->queued) {
+      lookup_unqueue(l);
+      lookup_free(l);
+    } else {
+      l->d = NULL;
+      uv_cancel((uv_req_t *)&l->req);
+    }
+    dial_finish(d, why, NULL);
   } else if (d->u) {
     ms_uvstream_discard(d->u); /* on_connect fires with UV_ECANCELED */
     d->u = NULL;
@@ -369,7 +516,7 @@ static void dial_stop(net_dial_t *d, int why) {
 static void on_timeout(uv_timer_t *t) { dial_stop(t->data, MS_ETIMEDOUT); }
 
 static int net_dial(ms_pdial_t *pd, const ms_section_t *sec, void *pdata) {
-  (void)pdata;
+  net_inst_t *n = pdata;
   ms_t *ms = ms_pdial_ms(pd);
   net_dial_t *d = calloc(1, sizeof(*d));
   if (d == NULL) return MS_ENOMEM;
@@ -380,20 +527,47 @@ static int net_dial(ms_pdial_t *pd, const ms_section_t *sec, void *pdata) {
     free(d);
     return rc;
   }
-  char service[8];
-  snprintf(service, sizeof service, "%d", d->port);
-  struct addrinfo hints;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  d->gai.data = d;
-  rc = uv_getaddrinfo(ms_loop(ms), &d->gai, on_resolved, d->host, service, &hints);
-  if (rc != 0) {
-    free(d);
-    return rc;
+  /* A literal IP needs no lookup (and no threadpool slot). */
+  struct sockaddr_in in4;
+  struct sockaddr_in6 in6;
+  bool literal = true;
+  if (uv_ip4_addr(d->host, d->port, &in4) == 0) {
+    memcpy(&d->lit, &in4, sizeof in4);
+    d->lit_ai.ai_family = AF_INET;
+    d->lit_ai.ai_addrlen = sizeof in4;
+  } else if (uv_ip6_addr(d->host, d->port, &in6) == 0) {
+    memcpy(&d->lit, &in6, sizeof in6);
+    d->lit_ai.ai_family = AF_INET6;
+    d->lit_ai.ai_addrlen = sizeof in6;
+  } else {
+    literal = false;
   }
-  d->resolving = true;
+  if (!literal) {
+    net_lookup_t *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+      free(d);
+      return MS_ENOMEM;
+    }
+    l->inst = n;
+    l->d = d;
+    if (n->running < dns_cap()) {
+      rc = lookup_start(l);
+      if (rc != 0) {
+        free(l);
+        free(d);
+        return rc;
+      }
+    } else {
+      l->queued = true;
+      if (n->tail)
+        n->tail->next = l;
+      else
+        n->head = l;
+      n->tail = l;
+    }
+    ms_ref(ms);
+    d->lookup = l;
+  }
   uv_timer_init(ms_loop(ms), &d->timer);
   d->timer.data = d;
   uint64_t ms_timeout = ms_options(ms)->connect_timeout_ms;
@@ -401,6 +575,12 @@ static int net_dial(ms_pdial_t *pd, const ms_section_t *sec, void *pdata) {
   if (topt && ms_opt_uint(topt, UINT32_MAX, &ms_timeout) != 0) ms_timeout = 0;
   uv_timer_start(&d->timer, on_timeout, ms_timeout ? ms_timeout : 10000, 0);
   ms_pdial_set_impl(pd, d);
+  if (literal) {
+    d->lit_ai.ai_socktype = SOCK_STREAM;
+    d->lit_ai.ai_addr = (struct sockaddr *)&d->lit;
+    d->cur = &d->lit_ai;
+    try_next(d); /* reports later, never from inside net_dial */
+  }
   return 0;
 }
 
@@ -416,6 +596,8 @@ const ms_protocol_t ms__proto_net = {
     .kind = MS_PROTO_TRANSPORT,
     .validate = net_validate,
     .scope = net_scope,
+    .init = net_init,
+    .destroy = net_destroy,
     .option_keys = net_option_keys,
     .listen = net_listen,
     .listen_close = net_listen_close,

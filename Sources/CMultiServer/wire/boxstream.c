@@ -44,6 +44,9 @@ void ms__box_nonce_increment(uint8_t nonce[MS_BOX_NONCEBYTES]) {
 
 size_t ms_box_sealed_size(size_t len) {
   size_t packets = len / MS_BOX_MAX_BODY + (len % MS_BOX_MAX_BODY != 0);
+  /* packets <= len / 4096 + 1, so packets * 34 fits: only the sum can
+   * overflow. */
+  if (packets * MS_BOX_HEADER_LEN > SIZE_MAX - len) return SIZE_MAX;
   return len + packets * MS_BOX_HEADER_LEN;
 }
 

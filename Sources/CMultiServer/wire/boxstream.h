@@ -50,7 +50,7 @@ void ms__box_nonce_increment(uint8_t nonce[MS_BOX_NONCEBYTES]);
 /* ------------------------------------------------------------------ */
 
 /* Wire size of one write of len bytes: len + 34 per started 4096-byte
- * piece; 0 for len == 0. */
+ * piece; 0 for len == 0; SIZE_MAX when that does not fit a size_t. */
 size_t ms_box_sealed_size(size_t len);
 /* Seal a whole write into consecutive packets of at most MS_BOX_MAX_BODY
  * plaintext bytes each. out must hold ms_box_sealed_size(len) bytes and must

@@ -54,6 +54,7 @@ static int shs_fail(ms_shs_t *st, const char *msg) {
   wipe_secrets(st);
   sodium_memzero(&st->outcome, sizeof(st->outcome));
   sodium_memzero(st->remote_pk, sizeof(st->remote_pk));
+  sodium_memzero(st->remote_curve_pk, sizeof(st->remote_curve_pk));
   st->stage = MS_SHS_FAILED;
   st->error = msg;
   return MS_EHANDSHAKE;
@@ -111,13 +112,14 @@ int ms_shs_client_init(ms_shs_t *st, const uint8_t app_key[MS_APPKEYBYTES],
                        const uint8_t local_pk[MS_PUBLICKEYBYTES],
                        const uint8_t server_pk[MS_PUBLICKEYBYTES],
                        const uint8_t *eph_sk) {
-  uint8_t curve[crypto_scalarmult_BYTES];
   int r = shs_init(st, 0, app_key, local_sk, local_pk, eph_sk);
   if (r < 0) return r;
   /* A server key without a curve25519 form (small order, bad encoding) can
-   * never complete a handshake: refuse it up front. */
-  if (crypto_sign_ed25519_pk_to_curve25519(curve, server_pk) != 0) {
+   * never complete a handshake: refuse it up front. The form is kept for
+   * aB at msg2 (the conversion's subgroup check is costly). */
+  if (crypto_sign_ed25519_pk_to_curve25519(st->remote_curve_pk, server_pk) != 0) {
     wipe_secrets(st);
+    sodium_memzero(st->remote_curve_pk, sizeof(st->remote_curve_pk));
     st->error = "init: server public key is not a valid ed25519 key";
     return MS_EKEY;
   }
@@ -244,7 +246,6 @@ int ms_shs_client_hello(ms_shs_t *st, uint8_t out[MS_SHS_MSG1_LEN]) {
 
 int ms_shs_client_verify_hello(ms_shs_t *st,
                                const uint8_t in[MS_SHS_MSG2_LEN]) {
-  uint8_t server_curve[crypto_scalarmult_BYTES];
   int r;
 
   if (st->stage != MS_SHS_CLIENT_WAIT_HELLO) return MS_EINVAL;
@@ -255,11 +256,8 @@ int ms_shs_client_verify_hello(ms_shs_t *st,
   if (crypto_scalarmult(st->ab, st->eph_sk, st->remote_eph_pk) != 0)
     return shs_fail(st, "msg2 (server hello): low-order ephemeral key");
   crypto_hash_sha256(st->ab_hash, st->ab, sizeof(st->ab));
-  /* aB = a·curve(Bp) */
-  if (crypto_sign_ed25519_pk_to_curve25519(server_curve, st->remote_pk) != 0)
-    return shs_fail(st, "msg2: server key has no curve25519 form");
-  r = crypto_scalarmult(st->aB, st->eph_sk, server_curve);
-  sodium_memzero(server_curve, sizeof(server_curve));
+  /* aB = a·curve(Bp), converted at init */
+  r = crypto_scalarmult(st->aB, st->eph_sk, st->remote_curve_pk);
   if (r != 0) return shs_fail(st, "msg2: low-order key (a*B is zero)");
   /* The ephemeral secret is not needed any more on the client. */
   sodium_memzero(st->eph_sk, sizeof(st->eph_sk));

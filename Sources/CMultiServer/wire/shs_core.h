@@ -71,6 +71,7 @@ typedef struct {
   uint8_t local_sk[MS_SECRETKEYBYTES];      /* A or B (ed25519, 64) */
   uint8_t local_pk[MS_PUBLICKEYBYTES];      /* Ap or Bp */
   uint8_t remote_pk[MS_PUBLICKEYBYTES];     /* Bp (client) / Ap (server) */
+  uint8_t remote_curve_pk[MS_SHS_KEYBYTES]; /* curve(Bp), client: from init */
   uint8_t eph_sk[MS_SHS_KEYBYTES];          /* a or b (curve25519) */
   uint8_t eph_pk[MS_SHS_KEYBYTES];          /* ap or bp */
   uint8_t remote_eph_pk[MS_SHS_KEYBYTES];   /* bp (client) / ap (server) */
