@@ -888,7 +888,8 @@ static void test_roundtrip(void) {
       }
     }
     while (1) {
-      at += 1 + rnd() % (rnd() % 2 ? 20 : 2000);
+      uint32_t span = rnd() % 2 ? 20 : 2000; /* one rnd() per statement */
+      at += 1 + rnd() % span;
       if (at >= wl) break;
       cuts[k++] = at;
     }
