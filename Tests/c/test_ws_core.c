@@ -1179,6 +1179,24 @@ static void test_http_verdicts(void) {
             404);
   CHECK_INT(evaluate("GET /chat?q HTTP/1.1\r\nHost: h\r\n\r\n", "/chat"),
             400);
+  /* a head full of subprotocol elements is handled in one pass */
+  {
+    static char req[8192];
+    ms_ws_upgrade_t info;
+    size_t n = (size_t)sprintf(req, REQ_BASE("") );
+    const ms_http_msg_t *m;
+    static const char *const sup[] = {"zz"};
+    n -= 2; /* drop the final CRLF, add one more field */
+    n += (size_t)sprintf(req + n, "Sec-WebSocket-Protocol: ");
+    while (n < sizeof(req) - 8) n += (size_t)sprintf(req + n, "a,");
+    n += (size_t)sprintf(req + n, "zz\r\n\r\n");
+    CHECK_INT(parse_all(&pb, MS_HTTP_REQUEST, req, n, 8192, 64, NULL),
+              MS_HTTP_DONE);
+    m = ms_http_message(&pb.p);
+    CHECK_INT(ms_ws_upgrade_evaluate(m, "/chat", &info), 101);
+    CHECK(info.protocols > 3900);
+    CHECK_INT(ms_ws_select_protocol(m, sup, 1), 0);
+  }
 }
 
 static void test_http_malformed(void) {

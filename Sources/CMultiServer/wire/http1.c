@@ -419,11 +419,32 @@ static int verdict(ms_ws_upgrade_t *info, int status, const char *reason) {
 
 #define H_PROTOCOL "Sec-WebSocket-Protocol"
 
+/* Walks the elements of every Sec-WebSocket-Protocol field in order, in
+ * one pass (a head of thousands of elements stays linear). */
+typedef struct {
+  const ms_http_msg_t *m;
+  size_t h, pos;
+} proto_iter_t;
+
+
+static bool proto_next(proto_iter_t *it, const char **e, size_t *el) {
+  for (; it->h < it->m->nheaders; it->h++, it->pos = 0) {
+    const ms_http_header_t *h = &it->m->headers[it->h];
+    if (!ieq(h->name, h->name_len, H_PROTOCOL, sizeof(H_PROTOCOL) - 1))
+      continue;
+    if (ms_http_list_next(h->value, h->value_len, &it->pos, e, el))
+      return true;
+  }
+  return false;
+}
+
 int ms_ws_upgrade_evaluate(const ms_http_msg_t *req, const char *served_path,
                            ms_ws_upgrade_t *info) {
   const ms_http_header_t *h;
   const char *q;
-  size_t i, pos;
+  size_t pl;
+  bool bad_proto = false;
+  proto_iter_t it;
 
   if (!req || !info || req->kind != MS_HTTP_REQUEST || !req->target)
     return MS_EINVAL;
@@ -453,9 +474,11 @@ int ms_ws_upgrade_evaluate(const ms_http_msg_t *req, const char *served_path,
     info->key = h->value;
     info->key_len = h->value_len;
   }
-  for (i = 0; ms_ws_upgrade_protocol(req, i, &q, &pos); i++) {
+  it = (proto_iter_t){req, 0, 0};
+  while (proto_next(&it, &q, &pl)) {
+    info->protocols++;
+    bad_proto |= !ms_http_is_token(q, pl);
   }
-  info->protocols = i;
 
   if (served_path && (strlen(served_path) != info->path_len ||
                       memcmp(served_path, info->path, info->path_len) != 0))
@@ -483,25 +506,18 @@ int ms_ws_upgrade_evaluate(const ms_http_msg_t *req, const char *served_path,
     return verdict(info, 400, "missing or repeated Sec-WebSocket-Key");
   if (!ms_ws_key_valid(info->key, info->key_len))
     return verdict(info, 400, "invalid Sec-WebSocket-Key");
-  for (i = 0; i < info->protocols; i++) {
-    (void)ms_ws_upgrade_protocol(req, i, &q, &pos);
-    if (!ms_http_is_token(q, pos))
-      return verdict(info, 400, "invalid subprotocol in Sec-WebSocket-Protocol");
-  }
+  if (bad_proto)
+    return verdict(info, 400, "invalid subprotocol in Sec-WebSocket-Protocol");
   return 101;
 }
 
 
 bool ms_ws_upgrade_protocol(const ms_http_msg_t *req, size_t index,
                             const char **proto, size_t *proto_len) {
-  size_t n = sizeof(H_PROTOCOL) - 1, seen = 0;
-  for (size_t i = 0; i < req->nheaders; i++) {
-    const ms_http_header_t *h = &req->headers[i];
-    size_t pos = 0;
-    if (!ieq(h->name, h->name_len, H_PROTOCOL, n)) continue;
-    while (ms_http_list_next(h->value, h->value_len, &pos, proto, proto_len)) {
-      if (seen++ == index) return true;
-    }
+  proto_iter_t it = {req, 0, 0};
+  size_t seen = 0;
+  while (proto_next(&it, proto, proto_len)) {
+    if (seen++ == index) return true;
   }
   return false;
 }
@@ -509,9 +525,10 @@ bool ms_ws_upgrade_protocol(const ms_http_msg_t *req, size_t index,
 
 int ms_ws_select_protocol(const ms_http_msg_t *req,
                           const char *const *supported, size_t n) {
+  proto_iter_t it = {req, 0, 0};
   const char *p;
   size_t pl;
-  for (size_t i = 0; ms_ws_upgrade_protocol(req, i, &p, &pl); i++) {
+  while (proto_next(&it, &p, &pl)) {
     for (size_t j = 0; j < n; j++) {
       if (supported[j] && strlen(supported[j]) == pl &&
           memcmp(supported[j], p, pl) == 0)

@@ -23,9 +23,10 @@
  *  - the server role receiving an unmasked frame, the client role receiving
  *    a masked frame (§5.1);
  *  - a close payload of 1 byte; a close code that is not allowed on the
- *    wire. Valid: 1000-1003, 1007-1011, 3000-4999. Everything else
- *    (including 1004, 1005, 1006, 1015 and the unassigned 1012-2999) is
- *    rejected, as this library's policy;
+ *    wire. Valid: 1000-1003, 1007-1011, 3000-4999. Everything else is
+ *    rejected as this library's policy: 1004-1006 and 1015 (reserved, never
+ *    sent), 1012-1014 (registered with IANA after RFC 6455; a peer using
+ *    them gets 1002), 1016-2999 and anything below 1000 or above 4999;
  *  - 1007 "invalid payload": a text message (across all its fragments and
  *    read boundaries) or a close reason that is not well-formed UTF-8
  *    (overlongs, surrogates U+D800..DFFF, values > U+10FFFF, or a sequence
