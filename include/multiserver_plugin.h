@@ -350,6 +350,30 @@ MS_EXTERN MS_WUR int ms_pwrap_authorize(ms_pwrap_t *pw, const char *kind,
  * application's later answer is harmless (a value is freed). */
 MS_EXTERN void ms_pwrap_authorize_cancel(ms_pwrap_t *pw);
 
+/* ---- running transforms over a stream you have ---- */
+
+/* Apply a ~-joined list of transforms ("tls", "shs:KEY~gzip") to lower, in
+ * a role (MS_ROLE_CLIENT dials, MS_ROLE_SERVER answers), with per-stack
+ * options (may be NULL; copied). Takes ownership of lower on success: cb
+ * fires exactly once on a later turn with the top stream, or an error and a
+ * reason (lower then closed). What a transport uses to nest a layer (wss
+ * runs tls over its TCP stream), and what an application uses to put shs on
+ * a socket it got elsewhere. The stream below counts as public scope (noauth
+ * refused unless allow_remote_noauth). Errors before anything starts (lower
+ * stays the caller's): MS_EINVAL, MS_EADDRESS, MS_EPROTO_UNKNOWN, MS_ESTACK,
+ * a transform's validation error, MS_ECLOSED, MS_ENOMEM, with a reason (an
+ * MS_ENOMEM starting the chain has closed lower already). req
+ * (may be NULL) allows ms_wrap_cancel() until cb fires (then MS_ECANCELED). */
+typedef struct ms_wrap_s ms_wrap_t;
+typedef void (*ms_wrap_cb)(ms_stream_t *s, int status, const char *reason,
+                           void *arg);
+MS_EXTERN MS_WUR int ms_stream_wrap(ms_t *ms, ms_stream_t *lower,
+                                    const char *transforms, int role,
+                                    const ms_popts_t *opts, ms_wrap_cb cb,
+                                    void *arg, ms_wrap_t **req, char *reason,
+                                    size_t reason_len);
+MS_EXTERN void ms_wrap_cancel(ms_wrap_t *req);
+
 /* Options the multiserver was created with (for transforms). */
 MS_EXTERN const ms_options_t *ms_options(const ms_t *ms);
 

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include "multiserver_plugin.h"
 #include "mstest.h"
 #include "util.h"
 
@@ -1704,6 +1705,75 @@ static void test_noauth_uid(void) {
   tu_rmtree(dir);
 }
 
+/* ======================================================================== */
+/* 22. ms_stream_wrap: shs over a stream accepted on a plain stack           */
+/* ======================================================================== */
+
+typedef struct {
+  ms_stream_t *top;
+  int status;
+  int done;
+  char reason[256];
+} wrapped_t;
+
+static void on_wrapped(ms_stream_t *s, int status, const char *reason, void *arg) {
+  wrapped_t *w = arg;
+  w->top = s;
+  w->status = status;
+  snprintf(w->reason, sizeof w->reason, "%s", reason ? reason : "");
+  w->done++;
+}
+
+static wrapped_t wrap_result;
+
+static void wrap_on_connection(ms_stream_t *s, void *arg) {
+  ms_t *ms = arg;
+  char why[256] = "";
+  int rc = ms_stream_wrap(ms, s, "shs", MS_ROLE_SERVER, NULL, on_wrapped, &wrap_result,
+                          NULL, why, sizeof why);
+  CHECK_INT(rc, 0);
+  if (rc != 0) ms_stream_close(s, NULL, NULL);
+}
+
+static void test_stream_wrap(void) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  memset(&wrap_result, 0, sizeof wrap_result);
+  ms_listener_t *l = tu_listen_ok(e.srv, "net:127.0.0.1:0", wrap_on_connection, e.srv);
+  if (!l) return;
+  char key[45], a[256];
+  ms_key_to_base64(ms_keys(e.srv)->public_key, key, sizeof key);
+  snprintf(a, sizeof a, "%s~shs:%s", ms_listener_address(l), key);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "client over the wrapped stream");
+  CHECK_INT(r.status, 0);
+  WAIT(&e.loop, wrap_result.done, 1, "server-side wrap");
+  CHECK_INT(wrap_result.status, 0);
+  if (wrap_result.top) {
+    CHECK(ms_stream_remote_key(wrap_result.top) &&
+          memcmp(ms_stream_remote_key(wrap_result.top), ms_keys(e.cli)->public_key, 32) == 0);
+    CHECK_HAS(ms_stream_address(wrap_result.top), "~shs:");
+    ms_stream_close(wrap_result.top, NULL, NULL);
+  }
+  if (r.s) ms_stream_close(r.s, NULL, NULL);
+  /* Errors before anything starts leave the stream with the caller. */
+  char why[256] = "";
+  ms_stream_t *dummy = NULL;
+  CHECK_INT(ms_stream_wrap(e.srv, (ms_stream_t *)&dummy, "net:1.2.3.4:5", MS_ROLE_CLIENT, NULL,
+                           on_wrapped, &wrap_result, NULL, why, sizeof why),
+            MS_ESTACK);
+  CHECK_HAS(why, "transport");
+  CHECK_INT(ms_stream_wrap(e.srv, (ms_stream_t *)&dummy, "nosuch", MS_ROLE_CLIENT, NULL,
+                           on_wrapped, &wrap_result, NULL, why, sizeof why),
+            MS_EPROTO_UNKNOWN);
+  CHECK_INT(ms_stream_wrap(e.srv, (ms_stream_t *)&dummy, "noauth", MS_ROLE_CLIENT, NULL,
+                           on_wrapped, &wrap_result, NULL, why, sizeof why),
+            MS_ENOAUTH_REMOTE);
+  tu_close_listener(&e.loop, l, WAIT_MS);
+  env_done(&e);
+}
+
 int main(int argc, char **argv) {
   const tu_test_t tests[] = {
       {"three_stacks", test_three_stacks},
@@ -1727,6 +1797,7 @@ int main(int argc, char **argv) {
       {"outlive_listener", test_outlive_listener},
       {"shs_seed", test_shs_seed},
       {"noauth_uid", test_noauth_uid},
+      {"stream_wrap", test_stream_wrap},
   };
   if (sodium_init() < 0) return 1;
   tu_run_tests(tests, sizeof tests / sizeof tests[0], argc, argv);

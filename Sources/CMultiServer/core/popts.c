@@ -136,6 +136,7 @@ int ms__popts_check(const ms_popts_t *o, const ms_stack_t *st, char *reason,
   if (o == NULL) return 0;
   for (size_t i = 0; i < o->n; i++) {
     for (size_t j = 0; j < st->nsec; j++) {
+      if (st->protos[j] == NULL) continue; /* ms_stream_wrap's stand-in */
       const ms_protocol_t *p = &st->protos[j]->proto;
       if (strcmp(p->name, o->proto[i]) != 0 || p->option_keys == NULL) continue;
       bool known = false;
