@@ -418,7 +418,7 @@ MS_EXTERN void ms_popts_free(ms_popts_t *o);
 MS_EXTERN int ms_new(ms_t **out, const ms_options_t *opts);
 /* Two-phase teardown, safe from any callback on the loop: ms_close() waits
  * until every listener, connect and stream the application opened has
- * closed, destroys the protocol instances, waits for their handles, closes
+ * closed and every authorize request it was given is answered, destroys the protocol instances, waits for their handles, closes
  * the library's own handles and then calls cb (on the loop). After cb,
  * ms_delete() frees the memory (for an owned loop, call it once ms_run has
  * returned, as ms_run returns when nothing is left). MS_EINVAL for a
@@ -429,7 +429,8 @@ MS_EXTERN int ms_close(ms_t *ms, ms_closed_cb cb, void *arg);
  * ms_close it closes the library's handles itself, running the loop briefly
  * to do so, and must then not be called from inside a callback (MS_EBUSY
  * from inside ms_run). Every listener, connect and stream must be closed
- * first; MS_EEXIST (and nothing freed) otherwise. */
+ * and every authorize request answered first; MS_EEXIST (and nothing freed)
+ * otherwise. */
 MS_EXTERN int ms_delete(ms_t *ms);
 /* Run the loop: MS_RUN_DEFAULT until no work is left, MS_RUN_ONCE, or
  * MS_RUN_NOWAIT (libuv's uv_run modes). */

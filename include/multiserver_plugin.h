@@ -58,7 +58,8 @@ MS_EXTERN void ms_defer_cancel(ms_t *ms, ms_defer_t *node);
  * ms_delete() refuses (MS_EBUSY) until it does. */
 MS_EXTERN void ms_ref(ms_t *ms);
 MS_EXTERN void ms_unref(ms_t *ms);
-/* Everything alive: streams, listeners, connects and plugin references. */
+/* Everything alive: streams, listeners, connects, authorize requests not
+ * yet answered, and plugin references. */
 MS_EXTERN size_t ms_live(const ms_t *ms);
 
 /* The loop-wide read buffer: bytes read into it must be handed on
