@@ -133,17 +133,25 @@ int ms_call(ms_t *ms, void (*fn)(void *arg), void *arg) {
 /* Runs the calls queued before this turn; calls they queue run next turn. */
 static void run_deferred(uv_idle_t *h) {
   ms_t *ms = h->data;
-  ms_defer_t *last = ms->dtail;
-  while (ms->dhead) {
+  /* The turn ends at its last node; ms_defer_cancel() moves that mark when
+   * it unlinks the node, so a canceled last node cannot extend the turn to
+   * calls queued during it. Saved and restored for a nested run. */
+  ms_defer_t *saved_last = ms->dlast;
+  bool saved_gone = ms->dlast_gone;
+  ms->dlast = ms->dtail;
+  ms->dlast_gone = false;
+  while (ms->dhead && !ms->dlast_gone) {
     ms_defer_t *d = ms->dhead;
     ms->dhead = d->next;
     if (ms->dhead == NULL) ms->dtail = NULL;
     d->queued = false;
     d->next = NULL;
-    bool was_last = d == last; /* fn may free d */
+    bool was_last = d == ms->dlast; /* fn may free d */
     d->fn(d->arg);
     if (was_last) break;
   }
+  ms->dlast = saved_last;
+  ms->dlast_gone = saved_gone;
   if (ms->dhead == NULL && ms->fhead == NULL) uv_idle_stop(&ms->idle);
 }
 
@@ -173,6 +181,10 @@ void ms_defer_cancel(ms_t *ms, ms_defer_t *node) {
     else
       ms->dhead = d->next;
     if (ms->dtail == d) ms->dtail = prev;
+    if (ms->dlast == d) { /* the running turn now ends before it */
+      ms->dlast = prev;
+      if (prev == NULL) ms->dlast_gone = true;
+    }
     break;
   }
   node->queued = false;
