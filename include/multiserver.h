@@ -424,8 +424,9 @@ MS_EXTERN void ms_popts_free(ms_popts_t *o);
 MS_EXTERN int ms_new(ms_t **out, const ms_options_t *opts);
 /* Two-phase teardown, safe from any callback on the loop: ms_close() waits
  * until every listener, connect and stream the application opened has
- * closed, destroys the protocol instances, waits for their handles, closes
- * the library's own handles and then calls cb (on the loop). After cb,
+ * closed and every authorize request it was given is answered, destroys
+ * the protocol instances, waits for their handles, closes the library's
+ * own handles and then calls cb (on the loop). After cb,
  * ms_delete() frees the memory (for an owned loop, call it once ms_run has
  * returned, as ms_run returns when nothing is left). MS_EINVAL for a
  * second call. */
@@ -435,9 +436,10 @@ MS_EXTERN int ms_close(ms_t *ms, ms_closed_cb cb, void *arg);
  * ms_close it closes the library's handles itself, running the loop briefly
  * to do so, and must then not be called from inside a callback (MS_EBUSY
  * from inside ms_run). Every listener, connect and stream must be closed
- * first: MS_EEXIST (and nothing freed) otherwise. MS_EBUSY while a protocol
- * still holds handles (a name lookup orphaned by a timeout): run the loop
- * and call again. */
+ * and every authorize request the application was given answered first:
+ * MS_EEXIST (and nothing freed) otherwise. It waits (running the loop)
+ * while a protocol still holds handles (ms_ref: a socket closing, a name
+ * lookup orphaned in the thread pool by a timeout). */
 MS_EXTERN int ms_delete(ms_t *ms);
 /* Run the loop: MS_RUN_DEFAULT until no work is left, MS_RUN_ONCE, or
  * MS_RUN_NOWAIT (libuv's uv_run modes). */

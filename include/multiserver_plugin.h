@@ -55,10 +55,11 @@ MS_EXTERN void ms_defer_cancel(ms_t *ms, ms_defer_t *node);
 /* Live count: a plugin that keeps libuv handles (or anything that calls back
  * later) beyond the streams, listeners and dials it was given holds a
  * reference while they live. ms_close() waits for the count to reach zero;
- * ms_delete() refuses (MS_EBUSY) until it does (run the loop, call again). */
+ * ms_delete() waits for it too, running the loop. */
 MS_EXTERN void ms_ref(ms_t *ms);
 MS_EXTERN void ms_unref(ms_t *ms);
-/* Everything alive: streams, listeners, connects and plugin references. */
+/* Everything alive: streams, listeners, connects, authorize requests not
+ * yet answered, and plugin references. */
 MS_EXTERN size_t ms_live(const ms_t *ms);
 
 /* The loop-wide read buffer: bytes read into it must be handed on

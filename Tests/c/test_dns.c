@@ -83,9 +83,10 @@ static void test_timeout(void) {
   CHECK_INT(r.status, MS_ETIMEDOUT);
   CHECK(took >= 250 && took < 800);
   CHECK_HAS(r.reason, "timed out");
-  /* The lookup still runs in the threadpool: it holds the multiserver. */
+  /* The lookup still runs in the threadpool: it holds the multiserver, and
+   * ms_delete waits for it (the dial itself was reported at the timeout). */
   int rc = ms_delete(ms);
-  CHECK_INT(rc, MS_EBUSY);
+  CHECK_INT(rc, 0);
   if (rc != 0) delete_after_orphans(&loop, ms);
   done_loop(&loop);
 }

@@ -6,7 +6,8 @@
  * freed; the answer reaches the transform on a later turn, never inside
  * ms_authorize_done(); an accepted value is owned by the wrap until the
  * stream it produces takes it (authorize_free when that stream is freed, or
- * at once if the wrap fails).
+ * at once if the wrap fails). A request counts as live until answered, so a
+ * late answer never finds its multiserver gone.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,7 @@ int ms_pwrap_authorize(ms_pwrap_t *pw, const char *kind, const void *id,
   }
   memcpy(req->address, la, strlen(la) + 1);
   pw->areq = req;
+  ms__live_inc(ms); /* until answered: ms_close waits, ms_delete refuses */
   o->authorize(ms_authorize_remote_key(req), req, o->authorize_arg);
   return 0;
 }
@@ -75,6 +77,7 @@ void ms_authorize_done(ms_authorize_t *req, bool accept, void *value) {
   req_free(req);
   if (pw == NULL) { /* the handshake already failed, timed out or withdrew */
     if (accept) ms__auth_free(ms, value);
+    ms__live_dec(ms);
     return;
   }
   pw->areq = NULL;
@@ -85,6 +88,7 @@ void ms_authorize_done(ms_authorize_t *req, bool accept, void *value) {
     pw->has_avalue = value != NULL;
   }
   ms_defer(ms, &pw->anode, answer, pw);
+  ms__live_dec(ms);
 }
 
 void ms_pwrap_authorize_cancel(ms_pwrap_t *pw) {

@@ -46,6 +46,8 @@ struct ms_s {
    * so keeps the loop alive, only while calls are pending. */
   uv_idle_t idle;
   ms_defer_t *dhead, *dtail;
+  ms_defer_t *dlast; /* last node of the turn run_deferred is running */
+  bool dlast_gone;   /* it was canceled with nothing of the turn before it */
   /* End-of-turn flushes (ms_stream_want_flush): a check handle runs them
    * after the poll phase; the idle handle keeps the poll from blocking. */
   uv_check_t check;

@@ -134,17 +134,25 @@ int ms_call(ms_t *ms, void (*fn)(void *arg), void *arg) {
 /* Runs the calls queued before this turn; calls they queue run next turn. */
 static void run_deferred(uv_idle_t *h) {
   ms_t *ms = h->data;
-  ms_defer_t *last = ms->dtail;
-  while (ms->dhead) {
+  /* The turn ends at its last node; ms_defer_cancel() moves that mark when
+   * it unlinks the node, so a canceled last node cannot extend the turn to
+   * calls queued during it. Saved and restored for a nested run. */
+  ms_defer_t *saved_last = ms->dlast;
+  bool saved_gone = ms->dlast_gone;
+  ms->dlast = ms->dtail;
+  ms->dlast_gone = false;
+  while (ms->dhead && !ms->dlast_gone) {
     ms_defer_t *d = ms->dhead;
     ms->dhead = d->next;
     if (ms->dhead == NULL) ms->dtail = NULL;
     d->queued = false;
     d->next = NULL;
-    bool was_last = d == last; /* fn may free d */
+    bool was_last = d == ms->dlast; /* fn may free d */
     d->fn(d->arg);
     if (was_last) break;
   }
+  ms->dlast = saved_last;
+  ms->dlast_gone = saved_gone;
   if (ms->dhead == NULL && ms->fhead == NULL) uv_idle_stop(&ms->idle);
 }
 
@@ -174,6 +182,10 @@ void ms_defer_cancel(ms_t *ms, ms_defer_t *node) {
     else
       ms->dhead = d->next;
     if (ms->dtail == d) ms->dtail = prev;
+    if (ms->dlast == d) { /* the running turn now ends before it */
+      ms->dlast = prev;
+      if (prev == NULL) ms->dlast_gone = true;
+    }
     break;
   }
   node->queued = false;
@@ -391,10 +403,15 @@ int ms_delete(ms_t *ms) {
   while (ms->dhead) run_deferred(&ms->idle);
   if (ms->live != 0) return MS_EEXIST;
   destroy_instances(ms);
-  while (ms->dhead) run_deferred(&ms->idle);
-  /* Plugin handles still open (a lookup orphaned in the threadpool, a
-   * socket closing): run the loop and call again, or use ms_close. */
-  if (ms->refs != 0 || ms->live != 0) return MS_EBUSY;
+  /* ms_delete waits for the live count: plugin handles still closing (a
+   * socket), or a lookup orphaned in the threadpool by a timeout. */
+  while (ms->refs != 0 || ms->dhead) {
+    if (ms->dhead)
+      run_deferred(&ms->idle);
+    else
+      uv_run(ms->loop, UV_RUN_ONCE);
+  }
+  if (ms->live != 0) return MS_EEXIST;
   ms->state = MS_STATE_CLOSED;
   close_handles(ms);
   while (ms->handles_open != 0) uv_run(ms->loop, UV_RUN_NOWAIT);

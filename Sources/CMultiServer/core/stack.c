@@ -173,15 +173,16 @@ static void chain_step(ms_pwrap_t *pw, ms_stream_t *s) {
 
 /* A transform's new stream: inherit from below, take the accepted value. */
 static int adopt(ms_pwrap_t *pw, ms_stream_t *s) {
-  int rc = ms__stream_inherit(s, pw->lower);
-  if (rc != 0) return rc;
+  /* This transform's own value first: then the stream below keeps (and
+   * frees after its close) the value it carries, rather than handing it up
+   * only to have it replaced and freed while it still points at it. */
   ms__authorize_detach(pw);
   if (pw->has_avalue) {
     ms__stream_own_auth(s, pw->avalue);
     pw->has_avalue = false;
     pw->avalue = NULL;
   }
-  return 0;
+  return ms__stream_inherit(s, pw->lower);
 }
 
 static void pwrap_finish(ms_pwrap_t *pw, int status, int fclass, ms_stream_t *s,

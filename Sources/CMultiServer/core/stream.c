@@ -407,6 +407,11 @@ static void deliver_held(void *arg) {
     if (rc != 0 && s->reading) {
       s->reading = false;
       s->read_cb(s, rc, NULL, 0, s->read_arg);
+    } else if (rc == 0 && held_back(s)) {
+      /* Emitted inside ops->read_start: held, so deliver them later (as
+       * ms_stream_read_start does), or they would wait for the next emit
+       * and then be overtaken by it. */
+      ms_defer(s->ms, &s->pb_node, deliver_held, s);
     }
   }
 }
