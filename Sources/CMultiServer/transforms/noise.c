@@ -62,6 +62,7 @@ typedef struct noise_conn_s {
   bool dec_ended;
   int write_error; /* sealing or a lower write failed: writes are over */
   uint8_t goodbye[MS_NOISE_GOODBYE_LEN];
+  int goodbye_status;
   noise_buf_t *cur; /* the batch of this turn, not yet flushed */
   noise_buf_t *pool;
   size_t npool;
@@ -374,17 +375,22 @@ static int noise_read_stop(ms_stream_t *s) {
 static void on_lower_shutdown(ms_stream_t *lower, int status, void *arg) {
   (void)lower;
   noise_conn_t *c = arg;
+  if (c->goodbye_status != 0)
+    status = c->goodbye_status;
+  else if (status == UV_ENOTCONN)
+    /* The goodbye was handed on, and the peer has already closed (it may
+     * close as soon as it reads our goodbye, and a layer below us still
+     * had its own end to send): our side is ended, which is what was
+     * asked for. */
+    status = 0;
   if (c->upper) ms_stream_shutdown_done(c->upper, status);
 }
 
 static void on_goodbye_written(ms_stream_t *lower, int status, void *arg) {
   noise_conn_t *c = arg;
-  if (status != 0 || !(ms_stream_caps(lower) & MS_CAP_HALF_CLOSE)) {
-    if (c->upper) ms_stream_shutdown_done(c->upper, status);
-    return;
-  }
-  int rc = ms_stream_shutdown(lower, on_lower_shutdown, c);
-  if (rc != 0 && c->upper) ms_stream_shutdown_done(c->upper, rc);
+  c->goodbye_status = status;
+  if (!(ms_stream_caps(lower) & MS_CAP_HALF_CLOSE) && c->upper)
+    ms_stream_shutdown_done(c->upper, status);
 }
 
 static int noise_shutdown(ms_stream_t *s) {
@@ -393,7 +399,16 @@ static int noise_shutdown(ms_stream_t *s) {
   int rc = ms_noise_goodbye(&c->enc, c->goodbye);
   if (rc != 0) return rc;
   ms_buf_t b = {c->goodbye, sizeof c->goodbye};
-  return ms_stream_write(c->lower, &b, 1, on_goodbye_written, c);
+  rc = ms_stream_write(c->lower, &b, 1, on_goodbye_written, c);
+  if (rc != 0) return rc;
+  /* Shut the lower down at once: its base runs the shutdown right after
+   * the goodbye is handed on, in the same turn (a peer that closes on our
+   * goodbye cannot get in between). */
+  if (ms_stream_caps(c->lower) & MS_CAP_HALF_CLOSE) {
+    rc = ms_stream_shutdown(c->lower, on_lower_shutdown, c);
+    if (rc != 0) return rc;
+  }
+  return 0;
 }
 
 static void noise_close(ms_stream_t *s) {
@@ -419,7 +434,7 @@ static const ms_stream_ops_t noise_ops = {
 static void established(noise_conn_t *c) {
   ms_noise_outcome_t o;
   if (ms_noise_outcome(&c->hs, &o) != 0) {
-    fail(c, MS_EHANDSHAKE, "noise: no outcome");
+    fail(c, MS_EHANDSHAKE, "no outcome");
     return;
   }
   uint8_t remote[MS_PUBLICKEYBYTES];
@@ -457,7 +472,7 @@ static void established(noise_conn_t *c) {
 static void send_msg(noise_conn_t *c, size_t len) {
   ms_buf_t b = {c->out, len};
   int rc = ms_stream_write(c->lower, &b, 1, NULL, NULL);
-  if (rc != 0) fail(c, rc, "noise: cannot write handshake message");
+  if (rc != 0) fail(c, rc, "cannot write handshake message");
 }
 
 static void server_accept(noise_conn_t *c) {
@@ -476,7 +491,7 @@ static void on_authorized(ms_pwrap_t *pw, bool accepted, void *arg) {
   if (c->phase != PH_AUTHORIZING) return;
   if (!accepted) {
     /* No msg2: the client sees the server hang up. */
-    fail(c, MS_EUNAUTHORIZED, "noise: client key not authorized");
+    fail(c, MS_EUNAUTHORIZED, "client key not authorized");
     return;
   }
   c->phase = PH_HANDSHAKE;
@@ -492,7 +507,7 @@ static void authorize(noise_conn_t *c) {
   /* The service copies the key: the request outlives this handshake state. */
   int rc = ms_pwrap_authorize(c->pw, "ed25519", ms_noise_remote_key(&c->hs),
                               MS_PUBLICKEYBYTES, on_authorized, c);
-  if (rc != 0) fail(c, rc, "noise: cannot ask the authorize hook");
+  if (rc != 0) fail(c, rc, "cannot ask the authorize hook");
 }
 
 /* One complete handshake message arrived in c->in: read it. */
@@ -517,11 +532,11 @@ static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *dat
     char why[NOISE_REASON_LEN];
     const char *what;
     if (c->role == MS_ROLE_CLIENT)
-      what = "noise: server hung up after msg1: wrong server key, wrong "
+      what = "server hung up after msg1: wrong server key, wrong "
              "network, or not authorized";
     else
-      what = c->inlen ? "noise: client hung up inside msg1 (truncated)"
-                      : "noise: client hung up before msg1";
+      what = c->inlen ? "client hung up inside msg1 (truncated)"
+                      : "client hung up before msg1";
     if (status == MS_EOF)
       ms_reasonf(why, sizeof why, "%s", what);
     else
@@ -570,7 +585,7 @@ static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *dat
 static void on_timeout(uv_timer_t *t) {
   noise_conn_t *c = t->data;
   char why[NOISE_REASON_LEN];
-  ms_reasonf(why, sizeof why, "noise: handshake timed out (%s)", waiting_for(c));
+  ms_reasonf(why, sizeof why, "handshake timed out (%s)", waiting_for(c));
   fail_as(c, MS_ETIMEDOUT, MS_FAIL_PATH, why);
 }
 
@@ -668,7 +683,7 @@ static int noise_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *se
   uv_timer_start(&c->timer, on_timeout, timeout, 0);
   rc = ms_stream_read_start(lower, on_handshake_read, c);
   if (rc != 0) {
-    fail(c, rc, "noise: cannot read");
+    fail(c, rc, "cannot read");
     return 0;
   }
   if (role == MS_ROLE_CLIENT) {
