@@ -11,6 +11,7 @@
 #include <string.h>
 #include <netinet/in.h>
 
+#include "multiserver_plugin.h"
 #include "mstest.h"
 #include "util.h"
 
@@ -639,6 +640,132 @@ static void test_write_order(void) {
   env_done(&e);
 }
 
+
+/* ======================================================================== */
+/* the cork: the writes of one turn leave as one lower write                */
+/* ======================================================================== */
+
+/* `count`: a pass-through transform (registered on the client only) that
+ * counts the writes the layer above hands it. */
+typedef struct {
+  ms_stream_t *lower, *upper;
+} cnt_t;
+static int cnt_writes;
+
+static void cnt_written(ms_stream_t *s, int status, void *arg) {
+  (void)s;
+  ms_write_req_done(arg, status);
+}
+static int cnt_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
+                     unsigned n) {
+  cnt_t *c = ms_stream_impl(s);
+  cnt_writes++;
+  return ms_stream_write(c->lower, bufs, n, cnt_written, req);
+}
+static void cnt_read(ms_stream_t *s, int status, const uint8_t *data, size_t len,
+                     void *arg) {
+  (void)s;
+  cnt_t *c = arg;
+  ms_stream_emit_read(c->upper, status, (uint8_t *)data, len);
+}
+static int cnt_read_start(ms_stream_t *s) {
+  cnt_t *c = ms_stream_impl(s);
+  return ms_stream_read_start(c->lower, cnt_read, c);
+}
+static int cnt_read_stop(ms_stream_t *s) {
+  cnt_t *c = ms_stream_impl(s);
+  return ms_stream_read_stop(c->lower);
+}
+static void cnt_shut(ms_stream_t *s, int status, void *arg) {
+  (void)s;
+  ms_stream_shutdown_done(((cnt_t *)arg)->upper, status);
+}
+static int cnt_shutdown(ms_stream_t *s) {
+  cnt_t *c = ms_stream_impl(s);
+  return ms_stream_shutdown(c->lower, cnt_shut, c);
+}
+static void cnt_closed(ms_stream_t *s, void *arg) {
+  (void)s;
+  cnt_t *c = arg;
+  ms_stream_t *up = c->upper;
+  free(c);
+  ms_stream_closed(up);
+}
+static void cnt_close(ms_stream_t *s) {
+  cnt_t *c = ms_stream_impl(s);
+  ms_stream_close(c->lower, cnt_closed, c);
+}
+static const ms_stream_ops_t cnt_ops = {
+    .size = sizeof(ms_stream_ops_t),
+    .write = cnt_write,
+    .read_start = cnt_read_start,
+    .read_stop = cnt_read_stop,
+    .shutdown = cnt_shutdown,
+    .close = cnt_close,
+};
+static int cnt_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *sec,
+                    int role, void *pdata) {
+  (void)sec;
+  (void)role;
+  (void)pdata;
+  cnt_t *c = calloc(1, sizeof *c);
+  if (c == NULL) return MS_ENOMEM;
+  char addr[512];
+  snprintf(addr, sizeof addr, "%s~count", ms_stream_address(lower));
+  c->lower = lower;
+  c->upper = ms_stream_new(ms_pwrap_ms(pw), &cnt_ops, c, addr);
+  if (c->upper == NULL) {
+    free(c);
+    return MS_ENOMEM;
+  }
+  ms_pwrap_done(pw, 0, c->upper, NULL);
+  return 0;
+}
+static const ms_protocol_t cnt_proto = {
+    .size = sizeof(ms_protocol_t),
+    .name = "count",
+    .kind = MS_PROTO_TRANSFORM,
+    .wrap = cnt_wrap,
+};
+
+static void test_cork(void) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  CHECK_INT(ms_register(e.cli, &cnt_proto, NULL), 0);
+  tu_echo_t echo = {0};
+  ms_listener_t *l = tu_listen_ok(e.srv, "net:127.0.0.1:0~noise", tu_echo_on_connection, &echo);
+  if (!l) return;
+  char a[256];
+  snprintf(a, sizeof a, "net:127.0.0.1:%d~count~noise:%s", port_of(ms_listener_address(l)),
+           tu_b64(ms_keys(e.srv)->public_key));
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "connect over count~noise");
+  CHECK_INT(r.status, 0);
+  if (r.s) {
+    CHECK_INT(cnt_writes, 1); /* msg1 */
+    static wone_t ws[100];
+    wrec_t rec = {0};
+    for (int i = 0; i < 100; i++) {
+      ws[i].rec = &rec;
+      ws[i].idx = i;
+      ms_buf_t b = {"0123456789", 10};
+      CHECK_INT(ms_stream_write(r.s, &b, 1, on_one_written, &ws[i]), 0);
+    }
+    WAIT(&e.loop, rec.done, 100, "corked writes complete");
+    CHECK_INT(rec.order_bad, 0);
+    CHECK_INT(cnt_writes, 2); /* 100 writes, one lower write */
+    CHECK_INT(ms_stream_shutdown(r.s, NULL, NULL), 0);
+    WAIT(&e.loop, echo.closed, 1, "echo done");
+    CHECK_INT(echo.bytes, 1000);
+    CHECK_INT(cnt_writes, 3); /* the goodbye */
+    ms_stream_t *v[1] = {r.s};
+    tu_close_streams(&e.loop, v, 1, WAIT_MS);
+  }
+  tu_close_listener(&e.loop, l, WAIT_MS);
+  env_done(&e);
+}
+
 /* ======================================================================== */
 /* addresses                                                                */
 /* ======================================================================== */
@@ -698,6 +825,7 @@ int main(int argc, char **argv) {
       {"shs_and_noise", test_shs_and_noise},
       {"early_and_pause", test_early_and_pause},
       {"write_order", test_write_order},
+      {"cork", test_cork},
       {"addresses", test_addresses},
   };
   if (sodium_init() < 0) return 1;
