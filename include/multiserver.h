@@ -175,7 +175,7 @@ MS_EXTERN size_t ms_addr_escape(const char *in, size_t len, char *buf,
 MS_EXTERN void ms_free(void *p);
 
 /* Check an address without a multiserver: the grammar, and for the protocols
- * built into the library (net, unix, noauth, shs) their own rules for the
+ * built into the library (net, unix, noauth, shs, noise) their own rules for the
  * role (listen or dial) and the shape of each stack (a transport, then
  * transforms). Alternatives naming other protocols are checked for grammar
  * only. On success *canonical (if non-NULL) receives the canonical form, to
@@ -403,6 +403,7 @@ MS_EXTERN void ms_options_init(ms_options_t *opts);
  * strings, copied by the call that takes them. The ms_options_t of the
  * multiserver stays the default for whatever is not given. Known keys of
  * the built-ins: net.connect_timeout_ms, shs.handshake_timeout_ms,
+ * noise.handshake_timeout_ms,
  * noauth.uids (docs/plugins.md lists every protocol's). An option naming a
  * protocol the address uses but a key it does not know fails the call
  * (MS_EINVAL with a reason); options for protocols the address does not
@@ -420,7 +421,7 @@ MS_EXTERN const char *ms_popts_get(const ms_popts_t *o, const char *protocol,
 MS_EXTERN void ms_popts_free(ms_popts_t *o);
 
 /* A multiserver owning its own event loop. Registers the built-in protocols
- * (net, unix, noauth, shs). */
+ * (net, unix, noauth, shs, noise). */
 MS_EXTERN int ms_new(ms_t **out, const ms_options_t *opts);
 /* Two-phase teardown, safe from any callback on the loop: ms_close() waits
  * until every listener, connect and stream the application opened has

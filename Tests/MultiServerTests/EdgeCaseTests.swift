@@ -97,7 +97,13 @@ struct EdgeCaseTests {
         #expect {
             _ = try ms.listen(["net:0.0.0.0:0~noauth"]) { _ in }
         } throws: { MultiServerError.noauthRefused ~= $0 }
-        let local = try ms.listen(["net:127.0.0.1:0~noauth"], onConnection: echo)
+        // Loopback TCP admits any local user: refused too without its own option.
+        #expect {
+            _ = try ms.listen(["net:127.0.0.1:0~noauth"]) { _ in }
+        } throws: { MultiServerError.noauthRefused ~= $0 }
+        // A unix socket checks the peer's uid: this user gets in.
+        let path = "/tmp/ms-swift-noauth-\(getpid()).sock"
+        let local = try ms.listen(["unix:\(path)~noauth"], onConnection: echo)
         let connection = try await ms.connect(local.address)
         #expect(try await exchange(connection, [1, 2, 3]) == [1, 2, 3])
         await ms.shutdown()

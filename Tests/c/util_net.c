@@ -463,6 +463,7 @@ void tu_bulk_echo(uv_loop_t *loop, ms_t *cli, const char *addr,
   CHECK_INT(echo->accepted, acc0 + 1);
   CHECK_INT(echo->eof, eof0 + 1);
   CHECK_INT(echo->errors, 0);
+  if (echo->errors) fprintf(stderr, "  echo side error: %s\n", ms_strerror(echo->last_error));
   CHECK_INT(echo->bytes - bytes0, total);
 }
 

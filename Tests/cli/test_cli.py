@@ -237,11 +237,56 @@ def test_demo(tmp):
           f"demo.sh exits 1 on a mismatch: {r.returncode} {r.stdout[-300:]!r}")
 
 
+def test_shs_and_noise(tmp):
+    """One server on net~shs and net~noise at once; connect over each."""
+    s = Server("--echo", "net:127.0.0.1:0~shs", "net:127.0.0.1:0~noise")
+    alts = alternatives(s.address)
+    check(len(alts) == 2, f"one line with both stacks: {s.address!r}")
+    if len(alts) != 2:
+        s.stop()
+        return
+    key = alts[0].split("~shs:")[-1]
+    check(re.fullmatch(r"net:127\.0\.0\.1:\d+~shs:[A-Za-z0-9+/]{43}=", alts[0]) is not None,
+          f"shs advertised with key: {alts[0]}")
+    check(re.fullmatch(r"net:127\.0\.0\.1:\d+~noise:[A-Za-z0-9+/]{43}=", alts[1]) is not None,
+          f"noise advertised with key: {alts[1]}")
+    check(alts[1].endswith("~noise:" + key), "the same identity on both stacks")
+    payload = os.urandom(2 * 1024 * 1024 + 5)
+    for a in alts:
+        r = connect(a, payload)
+        check(r.returncode == 0 and hashlib.sha256(r.stdout).digest() == hashlib.sha256(payload).digest(),
+              f"echo over {a}: rc={r.returncode} len={len(r.stdout)} err={r.stderr!r}")
+    # a dead noise alternative first: falls back to the live one
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    r = connect(f"net:127.0.0.1:{dead}~noise:{key};{alts[1]}", b"fallback")
+    check(r.returncode == 0 and r.stdout == b"fallback", f"noise fallback over a closed port: {r.stderr!r}")
+    # a wrong key: the client names the likely causes, the server keeps serving
+    port = alts[1].split(":")[2].split("~")[0]
+    other = subprocess.run([MS, "keygen", "--out", os.path.join(tmp, "other.secret")],
+                           capture_output=True, timeout=10).stdout.decode().strip()
+    r = connect(f"net:127.0.0.1:{port}~noise:{other[1:-len('.ed25519')]}", b"x")
+    check(r.returncode != 0 and b"server hung up after msg1" in r.stderr,
+          f"wrong noise key fails clearly: {r.stderr!r}")
+    # per-stack option accepted, a misspelt one refused
+    r = connect(alts[1], b"opt", "--opt", "noise.handshake_timeout_ms=5000")
+    check(r.returncode == 0 and r.stdout == b"opt", f"--opt noise.handshake_timeout_ms: {r.stderr!r}")
+    r = connect(alts[1], b"opt", "--opt", "noise.handshake_timeout=5000")
+    check(r.returncode != 0 and b"handshake_timeout_ms" in r.stderr, f"misspelt noise option: {r.stderr!r}")
+    r = connect(alts[1], b"still")
+    check(r.returncode == 0 and r.stdout == b"still", "server keeps serving noise")
+    rc, _, err = s.stop()
+    check(rc == 0, f"serve exits 0 on SIGTERM ({rc})")
+    check("~noise:" in err and "~shs:" in err, "connections on both stacks logged")
+    check("MS_EHANDSHAKE" in err, f"the wrong-key handshake logged: {err!r}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for t in [test_address, test_three_stacks_echo, test_concurrent, test_errors,
                   test_keys_and_authorize, test_sink, test_bridge, test_options_and_noauth,
-                  test_demo]:
+                  test_demo, test_shs_and_noise]:
             try:
                 t(tmp) if t.__code__.co_argcount else t()
             except Exception as e:  # a crash or timeout in a test is a failure
