@@ -102,7 +102,7 @@ struct EdgeCaseTests {
             _ = try ms.listen(["net:127.0.0.1:0~noauth"]) { _ in }
         } throws: { MultiServerError.noauthRefused ~= $0 }
         // A unix socket checks the peer's uid: this user gets in.
-        let path = "/tmp/ms-swift-noauth-\(getpid()).sock"
+        let path = "/tmp/ms-swift-noauth-\(UInt32.random(in: 0...UInt32.max)).sock"
         let local = try ms.listen(["unix:\(path)~noauth"], onConnection: echo)
         let connection = try await ms.connect(local.address)
         #expect(try await exchange(connection, [1, 2, 3]) == [1, 2, 3])
