@@ -390,9 +390,36 @@ typedef struct {
    * manages SIGPIPE itself; with SIGPIPE at SIG_DFL a reset peer then ends
    * the process. */
   bool keep_sigpipe;
+  /* Limits, 0 = none; each can be set per listen stack with the per-stack
+   * option limits.<name> (e.g. limits.max_connections=100). At a limit a
+   * listener closes the new connection at once, before any handshake work,
+   * reports MS_ELIMIT through the listen error callback, and accepts again
+   * when load falls. ms_stats() counts what happened. */
+  uint32_t max_connections;           /* open accepted connections */
+  uint32_t max_handshakes;            /* accepted connections still in their transforms */
+  uint32_t max_handshakes_per_source; /* the same from one peer address (IP) */
+  uint32_t idle_timeout_ms;           /* accepted streams with no byte either way
+                                         this long end with MS_ETIMEDOUT */
+  size_t max_write_queue;             /* per stream: ms_stream_write past it
+                                         returns MS_ELIMIT */
 } ms_options_t;
 
 MS_EXTERN void ms_options_init(ms_options_t *opts);
+
+/* Counters of a multiserver (ms_stats). */
+typedef struct {
+  size_t size;                 /* set by ms_stats to sizeof(ms_stats_t) */
+  uint64_t connections;        /* accepted connections open now */
+  uint64_t handshakes;         /* accepted connections in their transforms now */
+  uint64_t accepted;           /* connections handed to the application, ever */
+  uint64_t refused_connections;/* closed at once: max_connections */
+  uint64_t refused_handshakes; /* closed at once: max_handshakes */
+  uint64_t refused_per_source; /* closed at once: max_handshakes_per_source */
+  uint64_t handshake_failures; /* transforms that failed on accepted connections */
+  uint64_t idle_timeouts;      /* streams ended by idle_timeout_ms */
+} ms_stats_t;
+/* A snapshot of the counters (loop thread, or through ms_call). */
+MS_EXTERN void ms_stats(const ms_t *ms, ms_stats_t *out);
 
 /* ------------------------------------------------------------------ */
 /* Per-stack options                                                   */

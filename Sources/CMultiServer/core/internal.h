@@ -70,6 +70,11 @@ struct ms_s {
   /* One read buffer per loop: libuv reads into it and the bytes are handed
    * on synchronously, so an idle connection holds no read buffer. */
   uint8_t *slab;
+  /* Limits and counters (ms_stats). */
+  ms_stats_t stats;
+  uv_timer_t idle_timer; /* one ticker for every idle-tracked stream */
+  bool idle_timer_on;
+  ms_stream_t *idle_head;
 };
 
 /* Write request: pooled per stream, so the steady state allocates nothing. */
@@ -151,7 +156,23 @@ struct ms_stream_s {
   ms_defer_t close_node;
   bool flush_queued;
   ms_stream_t *fnext;
+  /* Limits. */
+  bool impl_close_called;
+  int aborted;          /* the library ended it (idle timeout): the status */
+  size_t max_queue;     /* 0: no cap on queued writes */
+  uint32_t idle_ms;     /* 0: not tracked */
+  uint64_t last_active; /* loop time of the last byte either way */
+  ms_stream_t *inext, *iprev;
+  bool counted;         /* an accepted connection in ms->stats */
+  struct ms_pcount_s *pcount;
 };
+
+/* A per-listener-stack count of open connections that outlives the
+ * listener while its connections stay open. */
+typedef struct ms_pcount_s {
+  size_t n;
+  bool orphan; /* the listener is gone: free at n == 0 */
+} ms_pcount_t;
 
 /* stream.c */
 int ms__stream_set_stack(ms_stream_t *s, const char *stack);
@@ -163,6 +184,16 @@ void ms__stream_own_auth(ms_stream_t *s, void *auth);
 int ms__stream_inherit(ms_stream_t *upper, ms_stream_t *lower);
 /* Hand an accepted authorize value to the user's authorize_free. */
 void ms__auth_free(ms_t *ms, void *value);
+/* limits.c */
+void ms__stream_abort(ms_stream_t *s, int status);
+void ms__idle_track(ms_stream_t *s, uint32_t idle_ms);
+void ms__idle_untrack(ms_stream_t *s);
+void ms__conn_uncount(ms_stream_t *s);
+/* The effective limit: the per-stack option limits.KEY, else the
+ * multiserver's option (0 = none). */
+uint64_t ms__limit(const ms_t *ms, const ms_popts_t *o, const char *key);
+void ms__idle_timer_closed(uv_handle_t *h);
+
 /* Run the end-of-turn flushes (multiserver.c's check handle). */
 void ms__run_flushes(ms_t *ms);
 /* multiserver.c: a flush is queued; run ms__run_flushes at the end of the
@@ -260,6 +291,7 @@ struct ms_pwrap_s {
   void *avalue;          /* accepted value not yet attached to a stream */
   bool has_avalue;
   ms_defer_t start_node;
+  char source[80];       /* the peer (transport address less its port), for limits */
   ms_chain_cb cb;
   void *arg;
   ms_pwrap_t *next, *prev; /* owner's list */

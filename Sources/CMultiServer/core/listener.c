@@ -3,6 +3,7 @@
  * ;-alternative gets its transport listening; every accepted stream runs
  * through that stack's transforms (server role) before it is handed over.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,8 @@ struct ms_listener_s {
   void *earg;
   char *address;
   ms_pwrap_t *chains; /* handshakes in flight */
+  size_t nchains;
+  ms_pcount_t *pcount; /* open connections handed over */
   size_t open;        /* transport listeners not closed yet */
   bool starting;
   bool closing;
@@ -78,6 +81,10 @@ static void finish_free(void *p) {
   free(l->address);
   ms_addr_free(l->addr);
   ms_popts_free(l->opts);
+  if (l->pcount) {
+    l->pcount->orphan = true;
+    if (l->pcount->n == 0) free(l->pcount);
+  }
   free(l);
   ms__live_dec(ms);
 }
@@ -100,9 +107,58 @@ void ms_plisten_closed(ms_plisten_t *pl) {
 /* Hand a finished stream (transport's, or the top transform's) to the
  * user, marked as accepted and labelled with its stack. */
 static void hand_over(ms_plisten_t *pl, ms_stream_t *s) {
+  ms_listener_t *l = pl->l;
+  ms_t *ms = l->ms;
   ms_stream_set_server(s, true);
   ms__stream_set_stack(s, pl->advertised);
-  pl->l->cb(s, pl->l->arg);
+  s->counted = true;
+  ms->stats.connections++;
+  ms->stats.accepted++;
+  s->pcount = l->pcount;
+  l->pcount->n++;
+  s->max_queue = (size_t)ms__limit(ms, l->opts, "max_write_queue");
+  ms__idle_track(s, (uint32_t)ms__limit(ms, l->opts, "idle_timeout_ms"));
+  l->cb(s, l->arg);
+}
+
+/* The peer of an accepted transport stream: its address less the port
+ * ("net:127.0.0.1:5123" → "net:127.0.0.1"). */
+static void source_of(ms_stream_t *s, char *buf, size_t len) {
+  const char *a = ms_stream_address(s);
+  const char *end = strchr(a, '~');
+  size_t n = end ? (size_t)(end - a) : strlen(a);
+  const char *colon = memrchr(a, ':', n);
+  if (colon && colon > a && memchr(a, ':', (size_t)(colon - a))) n = (size_t)(colon - a);
+  if (n >= len) n = len - 1;
+  memcpy(buf, a, n);
+  buf[n] = '\0';
+}
+
+/* A per-stack limit (the listener's option) wins over the multiserver's. */
+static bool over(const ms_listener_t *l, const char *key, uint64_t here, uint64_t all,
+                 uint64_t *limit) {
+  const char *v = ms_popts_get(l->opts, "limits", key);
+  uint64_t n;
+  if (v && ms_opt_uint(v, UINT64_MAX, &n) == 0) {
+    *limit = n;
+    return n && here >= n;
+  }
+  *limit = ms__limit(l->ms, NULL, key);
+  return *limit && all >= *limit;
+}
+
+/* Refuse at once, before any handshake work. */
+static void refuse(ms_plisten_t *pl, ms_stream_t *s, uint64_t *counter, const char *what,
+                   uint64_t limit) {
+  ms_listener_t *l = pl->l;
+  (*counter)++;
+  ms_stream_close(s, NULL, NULL);
+  if (l->ecb) {
+    char why[MS_REASON_LEN];
+    ms__reason(why, sizeof why, "%s (%llu) reached: connection closed", what,
+               (unsigned long long)limit);
+    l->ecb(pl->advertised, MS_ELIMIT, why, l->earg);
+  }
 }
 
 static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status, int fclass,
@@ -112,10 +168,13 @@ static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status, int fclass,
   ms_listener_t *l = pl->l;
   if (pw->prev) pw->prev->next = pw->next; else l->chains = pw->next;
   if (pw->next) pw->next->prev = pw->prev;
+  l->nchains--;
+  if (l->ms->stats.handshakes) l->ms->stats.handshakes--;
   if (status == 0) {
     hand_over(pl, s);
-  } else if (status != MS_ECANCELED && l->ecb) {
-    l->ecb(pl->advertised, status, reason, l->earg);
+  } else {
+    if (status != MS_ECANCELED) l->ms->stats.handshake_failures++;
+    if (status != MS_ECANCELED && l->ecb) l->ecb(pl->advertised, status, reason, l->earg);
   }
   maybe_free(l);
 }
@@ -127,15 +186,41 @@ void ms_plisten_incoming(ms_plisten_t *pl, ms_stream_t *s) {
     ms_stream_close(s, NULL, NULL);
     return;
   }
+  ms_t *ms = l->ms;
+  ms_stats_t *st = &ms->stats;
+  uint64_t limit;
+  if (over(l, "max_connections", l->pcount->n + l->nchains, st->connections + st->handshakes,
+           &limit)) {
+    refuse(pl, s, &st->refused_connections, "max_connections", limit);
+    return;
+  }
   if (pl->stack.nsec == 1) {
     hand_over(pl, s);
     return;
+  }
+  if (over(l, "max_handshakes", l->nchains, st->handshakes, &limit)) {
+    refuse(pl, s, &st->refused_handshakes, "max_handshakes", limit);
+    return;
+  }
+  char source[80];
+  source_of(s, source, sizeof source);
+  uint64_t per = ms__limit(ms, l->opts, "max_handshakes_per_source");
+  if (per) {
+    uint64_t n = 0;
+    for (ms_pwrap_t *c = l->chains; c; c = c->next) n += strcmp(c->source, source) == 0;
+    if (n >= per) {
+      refuse(pl, s, &st->refused_per_source, "max_handshakes_per_source", per);
+      return;
+    }
   }
   ms_pwrap_t *pw = ms__chain_start(l->ms, &pl->stack, s, MS_ROLE_SERVER, on_chain, pl);
   if (pw == NULL) {
     if (l->ecb) l->ecb(pl->advertised, MS_ENOMEM, "out of memory", l->earg);
     return;
   }
+  snprintf(pw->source, sizeof pw->source, "%s", source);
+  l->nchains++;
+  st->handshakes++;
   pw->next = l->chains;
   if (l->chains) l->chains->prev = pw;
   l->chains = pw;
@@ -231,8 +316,12 @@ int ms_listen_with(ms_t *ms, const char *address, const ms_popts_t *opts,
   ms_listener_t *l = calloc(1, sizeof(*l));
   size_t n = ms_addr_alternatives(a);
   if (l == NULL || (l->pls = calloc(n, sizeof(*l->pls))) == NULL ||
+      (l->pcount = calloc(1, sizeof(*l->pcount))) == NULL ||
       ms__popts_copy(opts, &l->opts) != 0) {
-    if (l) free(l->pls);
+    if (l) {
+      free(l->pls);
+      free(l->pcount);
+    }
     free(l);
     ms_addr_free(a);
     return MS_ENOMEM;

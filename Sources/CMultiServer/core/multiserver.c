@@ -264,7 +264,10 @@ static int setup(ms_t *ms, const ms_options_t *opts) {
   uv_check_init(ms->loop, &ms->check);
   ms->check.data = ms;
   uv_unref((uv_handle_t *)&ms->check); /* idle keeps the loop going */
-  ms->handles_open = 3;
+  uv_timer_init(ms->loop, &ms->idle_timer);
+  ms->idle_timer.data = ms;
+  uv_unref((uv_handle_t *)&ms->idle_timer); /* the streams it watches do */
+  ms->handles_open = 4;
   /* The queue alone must not keep ms_run() going. */
   uv_unref((uv_handle_t *)&ms->async);
   /* pdata is the ms_t (shs's validate checks a listen key against ours). */
@@ -285,6 +288,7 @@ static void wipe_free(ms_t *ms) {
 static void close_handles(ms_t *ms) {
   uv_close((uv_handle_t *)&ms->idle, handle_closed);
   uv_close((uv_handle_t *)&ms->check, handle_closed);
+  uv_close((uv_handle_t *)&ms->idle_timer, handle_closed);
   uv_close((uv_handle_t *)&ms->async, handle_closed);
 }
 

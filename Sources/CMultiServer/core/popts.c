@@ -131,9 +131,27 @@ int ms__popts_copy(const ms_popts_t *in, ms_popts_t **out) {
   return rc;
 }
 
+static const char *const limit_keys[] = {
+    "max_connections", "max_handshakes", "max_handshakes_per_source",
+    "idle_timeout_ms", "max_write_queue", NULL};
+
 int ms__popts_check(const ms_popts_t *o, const ms_stack_t *st, char *reason,
                     size_t reason_len) {
   if (o == NULL) return 0;
+  for (size_t i = 0; i < o->n; i++) {
+    if (strcmp(o->proto[i], "limits") != 0) continue;
+    bool known = false;
+    for (const char *const *k = limit_keys; *k && !known; k++)
+      known = strcmp(*k, o->key[i]) == 0;
+    uint64_t v;
+    if (!known || ms_opt_uint(o->value[i], UINT64_MAX, &v) != 0) {
+      ms__reason(reason, reason_len,
+                 "option limits.%s: %s (known: max_connections, max_handshakes, "
+                 "max_handshakes_per_source, idle_timeout_ms, max_write_queue)",
+                 o->key[i], known ? "not a number" : "unknown");
+      return MS_EINVAL;
+    }
+  }
   for (size_t i = 0; i < o->n; i++) {
     for (size_t j = 0; j < st->nsec; j++) {
       if (st->protos[j] == NULL) continue; /* ms_stream_wrap's stand-in */

@@ -306,6 +306,7 @@ int ms_stream_write(ms_stream_t *s, const ms_buf_t *bufs, unsigned nbufs,
                     ms_write_cb cb, void *arg) {
   if (s == NULL || (nbufs && bufs == NULL)) return MS_EINVAL;
   if (s->closing) return MS_ECLOSED;
+  if (s->aborted) return s->aborted;
   if (s->shut_state != MS_SHUT_NONE) return MS_ESHUTDOWN;
   size_t size = 0;
   for (unsigned i = 0; i < nbufs; i++) {
@@ -314,6 +315,10 @@ int ms_stream_write(ms_stream_t *s, const ms_buf_t *bufs, unsigned nbufs,
     size += bufs[i].len;
   }
   if (size > SIZE_MAX - s->queued) return MS_EINVAL;
+  /* A hard cap on what one stream may queue (limits.max_write_queue): a
+   * peer that never reads cannot make us hold unbounded memory. */
+  if (s->max_queue && s->queued + size > s->max_queue) return MS_ELIMIT;
+  if (s->idle_ms) s->last_active = uv_now(s->ms->loop);
   ms_write_req_t *r = req_get(s);
   if (r == NULL) return MS_ENOMEM;
   r->s = s;
@@ -419,6 +424,7 @@ static void deliver_held(void *arg) {
 int ms_stream_read_start(ms_stream_t *s, ms_read_cb cb, void *arg) {
   if (s == NULL || cb == NULL) return MS_EINVAL;
   if (s->closing) return MS_ECLOSED;
+  if (s->aborted && !held_back(s)) return s->aborted;
   s->read_cb = cb;
   s->read_arg = arg;
   if (s->reading) return 0;
@@ -498,6 +504,8 @@ void ms_stream_emit_read(ms_stream_t *s, int status, uint8_t *data,
   if (status != 0) {
     s->reading = false;
     s->impl_reading = false;
+  } else if (s->idle_ms) {
+    s->last_active = uv_now(s->ms->loop);
   }
   s->read_cb(s, status, data, len, s->read_arg);
 }
@@ -564,6 +572,7 @@ static void maybe_shutdown(ms_stream_t *s) {
 int ms_stream_shutdown(ms_stream_t *s, ms_shutdown_cb cb, void *arg) {
   if (s == NULL) return MS_EINVAL;
   if (s->closing) return MS_ECLOSED;
+  if (s->aborted) return s->aborted;
   if (s->shut_state != MS_SHUT_NONE) return MS_ESHUTDOWN;
   s->shut_state = MS_SHUT_WAIT;
   s->shut_cb = cb;
@@ -589,6 +598,8 @@ void ms_stream_shutdown_done(ms_stream_t *s, int status) {
 
 static void finish_close(ms_stream_t *s) {
   ms_t *ms = s->ms;
+  ms__idle_untrack(s);
+  if (s->counted) ms__conn_uncount(s);
   if (s->shut_state == MS_SHUT_WAIT || s->shut_state == MS_SHUT_RUNNING)
     ms_stream_shutdown_done(s, MS_ECANCELED);
   if (s->close_cb) s->close_cb(s, s->close_arg);
@@ -616,7 +627,10 @@ static void finish_close(ms_stream_t *s) {
 /* Free once the implementation is done and no write completion is still
  * owed to the user (a deferred early completion holds the stream). */
 static void maybe_finish(ms_stream_t *s) {
-  if (!s->impl_closed || s->in_close || s->pending != 0 || s->finishing) return;
+  /* An aborted stream (idle timeout) keeps its handle until the owner
+   * closes it. */
+  if (!s->closing || !s->impl_closed || s->in_close || s->pending != 0 || s->finishing)
+    return;
   s->finishing = true;
   finish_close(s);
 }
@@ -636,7 +650,11 @@ void ms_stream_close(ms_stream_t *s, ms_close_cb cb, void *arg) {
   s->in_close = true;
   flush_unlink(s);
   ms_defer_cancel(s->ms, &s->pb_node);
-  s->ops.close(s);
+  ms__idle_untrack(s);
+  if (!s->impl_close_called) {
+    s->impl_close_called = true;
+    s->ops.close(s);
+  }
   /* The implementation finished synchronously: still never call back from
    * inside ms_stream_close(). in_close stays set until the deferred turn. */
   if (s->impl_closed) {
@@ -644,6 +662,33 @@ void ms_stream_close(ms_stream_t *s, ms_close_cb cb, void *arg) {
     return;
   }
   s->in_close = false;
+}
+
+/* The library ends a stream its owner still holds (idle timeout): the
+ * implementation closes now, the reader hears status, writes fail with it;
+ * the handle stays valid until the owner calls ms_stream_close. */
+void ms__stream_abort(ms_stream_t *s, int status) {
+  if (s->closing || s->aborted) return;
+  s->aborted = status;
+  ms__idle_untrack(s);
+  flush_unlink(s);
+  ms_defer_cancel(s->ms, &s->pb_node);
+  bool was_reading = s->reading;
+  s->reading = false;
+  s->impl_reading = false;
+  s->impl_close_called = true;
+  s->ops.close(s); /* pending writes complete with MS_ECANCELED */
+  if (s->pb) {
+    sodium_memzero(s->pb, s->pb_len);
+    free(s->pb);
+    s->pb = NULL;
+    s->pb_len = 0;
+  }
+  s->pb_status = status; /* a later read_start hears it */
+  if (was_reading && s->read_cb) {
+    s->pb_status = 0;
+    s->read_cb(s, status, NULL, 0, s->read_arg);
+  }
 }
 
 void ms_stream_closed(ms_stream_t *s) {
