@@ -73,6 +73,7 @@ struct gz_conn_s {
   uint8_t *out;      /* GZ_OUT bytes, allocated on first data */
   uint64_t in_bytes; /* compressed bytes received */
   bool more;         /* zlib or the stash may hold output: decode on resume */
+  bool trailer;      /* the trailer was verified; waiting for the lower end */
   bool rd_done;      /* the read side ended (end_status) */
   bool end_delivered;
   int end_status;
@@ -316,7 +317,16 @@ static void pump(gz_conn_t *c, const uint8_t *data, size_t len) {
       return;
     }
     if (r == 2) {
-      finish_read(c, MS_EOF, "");
+      /* The trailer verified. Over a lower stream that half-closes, the
+       * end is its end too (anything before it is MS_EFRAME): a reader that
+       * closes at MS_EOF then never cuts off what the layers below still
+       * send (shs's goodbye under us). */
+      if (!(ms_stream_caps(c->lower) & MS_CAP_HALF_CLOSE)) {
+        finish_read(c, MS_EOF, "");
+      } else if (!c->trailer) {
+        c->trailer = true;
+        out_free(c);
+      }
       return;
     }
     if (r == 0) return; /* wants more input */
