@@ -686,7 +686,7 @@ static void bomb_run(const ms_popts_t *opts, rec_t *r, long *rss_growth) {
 /* RSS bound for receiving 1 GiB: the connection's fixed buffers and zlib's
  * state are well under 1 MiB; the rest is slack for the allocator (and
  * ASan's quarantine of the freed stash buffers). */
-#define BOMB_RSS_BOUND_KIB (48 * 1024)
+#define BOMB_RSS_BOUND_KIB (16 * 1024)
 
 static void test_bomb(void) {
   make_bomb();
