@@ -429,6 +429,7 @@ static void test_half_close(void) {
 typedef struct {
   int writes;
   size_t bytes;
+  bool no_half_close; /* "nohc": clear MS_CAP_HALF_CLOSE, refuse shutdown */
 } count_stats_t;
 
 typedef struct {
@@ -468,6 +469,7 @@ static void count_shut(ms_stream_t *lower, int status, void *arg) {
 }
 static int count_shutdown(ms_stream_t *s) {
   count_t *c = ms_stream_impl(s);
+  if (c->st->no_half_close) return MS_ENOTSUP;
   return ms_stream_shutdown(c->lower, count_shut, c);
 }
 static void count_lower_closed(ms_stream_t *lower, void *arg) {
@@ -499,6 +501,7 @@ static int count_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *se
   char addr[512];
   snprintf(addr, sizeof addr, "%s~count", ms_stream_address(lower));
   c->upper = ms_stream_new(ms_pwrap_ms(pw), &count_ops, c, addr);
+  if (c->st->no_half_close) ms_stream_set_caps(c->upper, MS_CAP_RELIABLE | MS_CAP_ORDERED);
   ms_pwrap_done(pw, 0, c->upper, NULL);
   return 0;
 }
@@ -508,6 +511,27 @@ static const ms_protocol_t count_proto = {
     .kind = MS_PROTO_TRANSFORM,
     .wrap = count_wrap,
 };
+static const ms_protocol_t nohc_proto = {
+    .size = sizeof(ms_protocol_t),
+    .name = "nohc",
+    .kind = MS_PROTO_TRANSFORM,
+    .wrap = count_wrap,
+};
+
+/* Over a lower stream that cannot half-close, the trailer alone ends a
+ * direction: shutdown writes it and reports done, the reader ends at it. */
+static void test_no_half_close(void) {
+  for (int mode = 0; mode < 2; mode++) {
+    env_t e;
+    env_init(&e);
+    count_stats_t st = {.no_half_close = true};
+    CHECK_INT(ms_register(e.srv, &nohc_proto, &st), 0);
+    CHECK_INT(ms_register(e.cli, &nohc_proto, &st), 0);
+    tu_half_close(&e.loop, e.srv, e.cli, "net:127.0.0.1:0~nohc~gzip", mode,
+                  mode == 0 ? MS_EOF : MS_EHANGUP, WAIT_MS, NULL);
+    env_done(&e);
+  }
+}
 
 #define SMALL_N 200
 #define SMALL_LEN 37
@@ -779,6 +803,7 @@ int main(int argc, char **argv) {
       {"one_write", test_one_write_per_turn},
       {"errors", test_errors},
       {"half_close", test_half_close},
+      {"no_half_close", test_no_half_close},
       {"bulk_gzip", test_bulk_gzip},
       {"bulk_shs_gzip", test_bulk_shs_gzip},
       {"bulk_gzip_shs", test_bulk_gzip_shs},

@@ -348,6 +348,14 @@ static void on_lower_read(ms_stream_t *lower, int status, const uint8_t *data,
   if (c->rd_done) return;
   if (status == 0) {
     c->in_bytes += len;
+    if (!ms_stream_is_reading(c->upper)) {
+      /* Not ours to deliver now (a lower stream that emitted after its
+       * reader stopped): keep it for the resume. */
+      int rc = ms_gunzip_stash(&c->dec, data, len);
+      if (rc != 0) finish_read(c, rc, "gzip: cannot keep the unread input");
+      ms_stream_read_stop(c->lower);
+      return;
+    }
     pump(c, data, len);
     return;
   }
