@@ -431,6 +431,7 @@ MS_EXTERN void ms_stats(const ms_t *ms, ms_stats_t *out);
  * multiserver stays the default for whatever is not given. Known keys of
  * the built-ins: net.connect_timeout_ms, shs.handshake_timeout_ms,
  * noise.handshake_timeout_ms,
+ * gzip.max_bytes, gzip.max_ratio, gzip.level,
  * noauth.uids (docs/plugins.md lists every protocol's). An option naming a
  * protocol the address uses but a key it does not know fails the call
  * (MS_EINVAL with a reason); options for protocols the address does not
@@ -448,7 +449,7 @@ MS_EXTERN const char *ms_popts_get(const ms_popts_t *o, const char *protocol,
 MS_EXTERN void ms_popts_free(ms_popts_t *o);
 
 /* A multiserver owning its own event loop. Registers the built-in protocols
- * (net, unix, noauth, shs, noise). */
+ * (net, unix, noauth, shs, noise, gzip). */
 MS_EXTERN int ms_new(ms_t **out, const ms_options_t *opts);
 /* Two-phase teardown, safe from any callback on the loop: ms_close() waits
  * until every listener, connect and stream the application opened has

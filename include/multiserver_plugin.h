@@ -1,6 +1,6 @@
 /*
  * multiserver — the interface protocols plug into. The built-in transports
- * (net, unix) and transforms (noauth, shs) are written against this header
+ * (net, unix) and transforms (noauth, shs, gzip) are written against this header
  * (and multiserver_uv.h for libuv handles) only; so can yours (ms_register).
  *
  *  - A *stream implementation* fills an ms_stream_ops_t and creates streams

@@ -282,11 +282,42 @@ def test_shs_and_noise(tmp):
     check("MS_EHANDSHAKE" in err, f"the wrong-key handshake logged: {err!r}")
 
 
+def test_gzip(tmp):
+    # ~shs~gzip: compressed inside the encrypted session, served and dialed
+    # by the CLI; also over a unix socket and in the other order.
+    sock = os.path.join(tmp, "gz.sock")
+    s = Server("--echo", "net:127.0.0.1:0~shs~gzip", f"unix:{sock}~shs~gzip", "net:127.0.0.1:0~gzip~shs")
+    alts = alternatives(s.address)
+    check(len(alts) == 3 and re.fullmatch(r"net:127\.0\.0\.1:\d+~shs:[A-Za-z0-9+/=]+~gzip", alts[0]) is not None,
+          f"~shs~gzip advertised with the key before ~gzip: {s.address!r}")
+    payload = os.urandom(1 << 20) + b"compressible text " * 60000
+    for a in alts:
+        r = connect(a, payload)
+        check(r.returncode == 0 and hashlib.sha256(r.stdout).digest() == hashlib.sha256(payload).digest(),
+              f"echo over {a}: rc={r.returncode} len={len(r.stdout)} err={r.stderr!r}")
+    r = connect(alts[0], b"")
+    check(r.returncode == 0 and r.stdout == b"", f"empty session over ~shs~gzip: {r.stderr!r}")
+    rc, _, err = s.stop()
+    check(rc == 0, f"serve exits 0 on SIGTERM ({rc})")
+    # the size limit, per stack: the server ends the stream with MS_ELIMIT
+    s = Server("--echo", "--opt", "gzip.max_bytes=100000", "net:127.0.0.1:0~shs~gzip")
+    r = connect(s.address, b"z" * 1000000)
+    check(r.returncode != 0 and len(r.stdout) <= 100000,
+          f"gzip.max_bytes=100000 cuts a 1 MB upload: rc={r.returncode} got {len(r.stdout)}")
+    _, _, err = s.stop()
+    check("limit exceeded" in err, f"the limit is logged: {err[-300:]!r}")
+    r = subprocess.run([MS, "serve", "--opt", "gzip.max_byte=1", "net:127.0.0.1:0~gzip"],
+                       capture_output=True, timeout=10)
+    check(r.returncode == 1 and b"max_bytes" in r.stderr, f"a misspelt gzip option names the known keys: {r.stderr!r}")
+    r = subprocess.run([MS, "address", "net:127.0.0.1:1~gzip:9"], capture_output=True, timeout=10)
+    check(r.returncode == 2 and b"no arguments" in r.stderr, f"gzip takes no arguments: {r.stderr!r}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for t in [test_address, test_three_stacks_echo, test_concurrent, test_errors,
                   test_keys_and_authorize, test_sink, test_bridge, test_options_and_noauth,
-                  test_demo, test_shs_and_noise]:
+                  test_demo, test_shs_and_noise, test_gzip]:
             try:
                 t(tmp) if t.__code__.co_argcount else t()
             except Exception as e:  # a crash or timeout in a test is a failure

@@ -214,6 +214,7 @@ extern const ms_protocol_t ms__proto_unix;
 extern const ms_protocol_t ms__proto_noauth;
 extern const ms_protocol_t ms__proto_shs;
 extern const ms_protocol_t ms__proto_noise;
+extern const ms_protocol_t ms__proto_gzip;
 /* builtins.c: every built-in protocol, NULL-terminated. */
 extern const ms_protocol_t *const ms__builtins[];
 
