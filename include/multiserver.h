@@ -508,6 +508,73 @@ MS_EXTERN MS_WUR int ms_connect_with(ms_t *ms, const char *address,
  * with MS_ECANCELED, or with the outcome if that was already decided. */
 MS_EXTERN void ms_connect_cancel(ms_connect_t *req);
 
+
+/* ------------------------------------------------------------------ */
+/* Onion services (through a tor daemon's control port)                */
+/* ------------------------------------------------------------------ */
+
+/* Publish a listener as a Tor onion service (v3): connect to tor's control
+ * port, authenticate, ADD_ONION, and keep that control connection open
+ * while the service lives (tor removes a service its controller leaves);
+ * ms_onion_close() sends DEL_ONION. Clients then reach the listener at
+ * onion:<id>.onion:<virt_port> (append the listener's transforms:
+ * ~shs:KEY). docs/protocols/onion.md. */
+typedef struct ms_onion_s ms_onion_t;
+
+typedef struct {
+  /* sizeof(ms_onion_opts_t), set by ms_onion_opts_init. */
+  size_t size;
+  /* The control port as an address: "net:127.0.0.1:9051" (the default when
+   * NULL) or "unix:/run/tor/control". */
+  const char *control;
+  /* HASHEDPASSWORD authentication with this password; NULL: NULL or COOKIE
+   * authentication, as tor offers. */
+  const char *password;
+  /* The cookie file to read; NULL: the one tor names (PROTOCOLINFO). */
+  const char *cookie_file;
+  /* Where tor forwards the service's connections: a local listener,
+   * "net:127.0.0.1:8008" (a listener's address works: the net section of
+   * its first alternative is used) or "127.0.0.1:8008". Required. */
+  const char *target;
+  /* The onion service's port (what clients dial); 0 means the target's. */
+  uint16_t virt_port;
+  /* NULL: a fresh key (a new .onion address) each time. Else the key is
+   * loaded from this file when it exists and saved to it (0600) when it
+   * does not, so the address survives restarts. */
+  const char *key_file;
+  /* Control exchange timeout in ms (connect to publish, and DEL_ONION);
+   * 0 means 30000. */
+  uint32_t timeout_ms;
+} ms_onion_opts_t;
+
+MS_EXTERN void ms_onion_opts_init(ms_onion_opts_t *opts);
+
+/* Outcome of ms_onion_publish: status 0 and the service's address
+ * ("<56 base32 chars>.onion", valid until the handle is freed), or an
+ * error with a reason (MS_EUNAUTHORIZED: tor refused the authentication;
+ * MS_EPROXY: tor refused ADD_ONION; MS_EKEY: the key file; MS_EHANGUP,
+ * MS_ETIMEDOUT, connection errors; MS_ECANCELED after an early
+ * ms_onion_close). After an error the handle is freed once cb returns. */
+typedef void (*ms_onion_cb)(ms_onion_t *o, int status,
+                            const char *onion_address, const char *reason,
+                            void *arg);
+/* Start publishing. Returns 0 (cb fires later, never inside this call),
+ * or MS_EINVAL / MS_EADDRESS / MS_EKEY / MS_ECLOSED / MS_ENOMEM with a
+ * reason (cb never fires). */
+MS_EXTERN MS_WUR int ms_onion_publish(ms_t *ms, const ms_onion_opts_t *opts,
+                                      ms_onion_cb cb, void *arg,
+                                      ms_onion_t **out, char *reason,
+                                      size_t reason_len);
+/* "<id>.onion" once published, else "". */
+MS_EXTERN const char *ms_onion_address(const ms_onion_t *o);
+/* Withdraw the service (DEL_ONION) and close the control connection; cb
+ * (may be NULL) gets 0, or why DEL_ONION could not be done (the control
+ * connection was lost: tor dropped the service with it). Before the
+ * publish callback fired, that callback fires first with MS_ECANCELED.
+ * The handle is freed after cb. ms_close() waits for open handles. */
+typedef void (*ms_onion_close_cb)(ms_onion_t *o, int status, void *arg);
+MS_EXTERN void ms_onion_close(ms_onion_t *o, ms_onion_close_cb cb, void *arg);
+
 #ifdef __cplusplus
 }
 #endif
