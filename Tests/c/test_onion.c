@@ -664,7 +664,331 @@ static void test_address_rules(void) {
   env_done(&e);
 }
 
-/* @SERVICE_TESTS@ */
+/* ---- onion services through a real tor (DisableNetwork 1) ------------- */
+
+/* tor on a free control port with cookie authentication (or, with
+ * hashed non-NULL, HashedControlPassword). */
+static pid_t start_tor(int *port, const char *datadir, const char *hashed) {
+  const char *bin = find_bin("tor");
+  char conf[160], log[160], p[8];
+  if (bin == NULL) return -1;
+  *port = free_port();
+  snprintf(p, sizeof p, "%d", *port);
+  snprintf(conf, sizeof conf, "%s/torrc", datadir);
+  snprintf(log, sizeof log, "%s.log", datadir);
+  FILE *f = fopen(conf, "w");
+  if (f == NULL) return -1;
+  fprintf(f,
+          "SocksPort 0\n"
+          "ControlPort 127.0.0.1:%d\n"
+          "%s%s\n"
+          "DataDirectory %s/data\n"
+          "DisableNetwork 1\n"
+          "AvoidDiskWrites 1\n"
+          "Log notice stdout\n",
+          *port, hashed ? "HashedControlPassword " : "CookieAuthentication 1",
+          hashed ? hashed : "", datadir);
+  fclose(f);
+  char *argv[] = {(char *)bin, "-f", conf, "--RunAsDaemon", "0", NULL};
+  return spawn_daemon(argv, log, *port);
+}
+
+typedef struct {
+  int done, status;
+  char address[128];
+  char reason[512];
+  ms_onion_t *o;
+  int closed, close_status;
+} pub_t;
+
+static void on_pub(ms_onion_t *o, int status, const char *address,
+                   const char *reason, void *arg) {
+  pub_t *p = arg;
+  p->done++;
+  p->status = status;
+  p->o = o;
+  snprintf(p->address, sizeof p->address, "%s", address ? address : "");
+  snprintf(p->reason, sizeof p->reason, "%s", reason ? reason : "");
+}
+
+static void on_unpub(ms_onion_t *o, int status, void *arg) {
+  (void)o;
+  pub_t *p = arg;
+  p->closed++;
+  p->close_status = status;
+}
+
+static bool is_onion_v3(const char *a) {
+  size_t n = strlen(a);
+  if (n != 56 + 6 || strcmp(a + 56, ".onion") != 0) return false;
+  for (size_t i = 0; i < 56; i++)
+    if (!((a[i] >= 'a' && a[i] <= 'z') || (a[i] >= '2' && a[i] <= '7'))) return false;
+  return true;
+}
+
+/* Publish, expect success; returns the handle (address into p). */
+static ms_onion_t *publish_ok(env_t *e, ms_onion_opts_t *oo, pub_t *p,
+                              const char *what) {
+  char reason[256] = "";
+  ms_onion_t *o = NULL;
+  memset(p, 0, sizeof *p);
+  int rc = ms_onion_publish(e->srv, oo, on_pub, p, &o, reason, sizeof reason);
+  CHECK_INT(rc, 0);
+  if (rc != 0) {
+    fprintf(stderr, "  %s: %s\n", what, reason);
+    return NULL;
+  }
+  WAIT(&e->loop, p->done, 1, what);
+  CHECK_INT(p->status, 0);
+  if (p->status != 0) {
+    fprintf(stderr, "  %s: %s\n", what, p->reason);
+    return NULL;
+  }
+  CHECK(is_onion_v3(p->address));
+  CHECK_STR(ms_onion_address(o), p->address);
+  return o;
+}
+
+static void unpublish_ok(env_t *e, ms_onion_t *o, pub_t *p, const char *what) {
+  ms_onion_close(o, on_unpub, p);
+  WAIT(&e->loop, p->closed, 1, what);
+  CHECK_INT(p->close_status, 0);
+}
+
+/* A raw control session, for checks the library does not expose: GETINFO
+ * onions/current lists this connection's services only, so a second
+ * controller sees none; instead check that ADD_ONION with the same key now
+ * succeeds (it fails with 550 while the service exists). */
+static int ctl_add_with_key(int port, const char *cookie_path, const char *key) {
+  uint8_t cookie[32];
+  FILE *f = fopen(cookie_path, "rb");
+  if (f == NULL) return -1;
+  size_t n = fread(cookie, 1, sizeof cookie, f);
+  fclose(f);
+  if (n != 32) return -1;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sa.sin_port = htons((uint16_t)port);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  char cmd[512], buf[4096];
+  size_t k = (size_t)snprintf(cmd, sizeof cmd, "AUTHENTICATE ");
+  for (int i = 0; i < 32; i++) k += (size_t)snprintf(cmd + k, sizeof cmd - k, "%02x", cookie[i]);
+  k += (size_t)snprintf(cmd + k, sizeof cmd - k,
+                        "\r\nADD_ONION %s Port=1,127.0.0.1:1\r\nQUIT\r\n", key);
+  if (write(fd, cmd, k) != (ssize_t)k) {
+    close(fd);
+    return -1;
+  }
+  size_t got = 0;
+  ssize_t r;
+  while (got + 1 < sizeof buf && (r = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
+    got += (size_t)r;
+  buf[got] = '\0';
+  close(fd);
+  /* Replies: AUTHENTICATE's, then ADD_ONION's. */
+  char *second = strstr(buf, "\r\n");
+  if (second == NULL) return -1;
+  return atoi(second + 2);
+}
+
+static void test_tor_service(void) {
+  if (find_bin("tor") == NULL) {
+    skip("tor_service", "tor not installed (apt-get install tor)");
+    return;
+  }
+  char dir[160], data[192], keyfile[192], cookie[224];
+  snprintf(dir, sizeof dir, "%s/tor", tmpdir);
+  snprintf(data, sizeof data, "%s/data", dir);
+  mkdir(dir, 0700);
+  mkdir(data, 0700);
+  int cport;
+  pid_t pid = start_tor(&cport, dir, NULL);
+  CHECK(pid > 0);
+  if (pid <= 0) return;
+  snprintf(cookie, sizeof cookie, "%s/control_auth_cookie", data);
+  env_t e;
+  env_init(&e);
+  char control[64], target[64];
+  snprintf(control, sizeof control, "net:127.0.0.1:%d", cport);
+  snprintf(target, sizeof target, "net:127.0.0.1:%d", e.port);
+  ms_onion_opts_t oo;
+  ms_onion_opts_init(&oo);
+  oo.control = control;
+  oo.target = ms_listener_address(e.l); /* a listener's address works */
+  oo.virt_port = 8008;
+  oo.timeout_ms = 10000;
+  pub_t p, q;
+
+  /* A fresh key each time without a key file: different addresses. */
+  ms_onion_t *o = publish_ok(&e, &oo, &p, "ADD_ONION NEW");
+  char first[128];
+  snprintf(first, sizeof first, "%s", p.address);
+  oo.target = target;
+  ms_onion_t *o2 = publish_ok(&e, &oo, &q, "ADD_ONION NEW again");
+  if (o && o2) CHECK(strcmp(p.address, q.address) != 0);
+  if (o2) unpublish_ok(&e, o2, &q, "DEL_ONION 2");
+  if (o) unpublish_ok(&e, o, &p, "DEL_ONION");
+
+  /* A key file: created on first use (0600), the same id afterwards. */
+  snprintf(keyfile, sizeof keyfile, "%s/onion.key", dir);
+  oo.key_file = keyfile;
+  o = publish_ok(&e, &oo, &p, "key file, first");
+  struct stat st;
+  CHECK_INT(stat(keyfile, &st), 0);
+  CHECK_INT(st.st_mode & 0777, 0600);
+  char key[256] = "";
+  FILE *f = fopen(keyfile, "r");
+  if (f) {
+    if (fgets(key, sizeof key, f) == NULL) key[0] = '\0';
+    fclose(f);
+  }
+  key[strcspn(key, "\n")] = '\0';
+  CHECK(strncmp(key, "ED25519-V3:", 11) == 0);
+  snprintf(first, sizeof first, "%s", p.address);
+  /* While published, the key is in use: tor refuses it to another
+   * controller (550); after DEL_ONION it accepts it again. */
+  CHECK_INT(ctl_add_with_key(cport, cookie, key), 550);
+  if (o) unpublish_ok(&e, o, &p, "key file, DEL_ONION");
+  CHECK_INT(ctl_add_with_key(cport, cookie, key), 250);
+  o = publish_ok(&e, &oo, &q, "key file, second");
+  CHECK_STR(q.address, first);
+  if (o) unpublish_ok(&e, o, &q, "key file, second DEL_ONION");
+  oo.key_file = NULL;
+
+  /* The address a client dials: onion:ID.onion:VPORT~shs:KEY. */
+  if (p.address[0]) {
+    char a[256], reason[128];
+    snprintf(a, sizeof a, "onion:%s:8008~shs:%s", first, e.key);
+    CHECK_INT(ms_address_check(a, false, NULL, reason, sizeof reason), 0);
+  }
+
+  /* A malformed key file is refused before anything is sent. */
+  char badkey[200], reason[256];
+  snprintf(badkey, sizeof badkey, "%s/bad.key", dir);
+  f = fopen(badkey, "w");
+  if (f) {
+    fputs("not a key\n", f);
+    fclose(f);
+  }
+  oo.key_file = badkey;
+  ms_onion_t *ob = NULL;
+  CHECK_INT(ms_onion_publish(e.srv, &oo, on_pub, &p, &ob, reason, sizeof reason),
+            MS_EKEY);
+  CHECK_HAS(reason, "bad.key");
+  oo.key_file = NULL;
+
+  /* A password where tor takes cookies only. */
+  oo.password = "hunter2";
+  memset(&p, 0, sizeof p);
+  CHECK_INT(ms_onion_publish(e.srv, &oo, on_pub, &p, &ob, reason, sizeof reason), 0);
+  WAIT(&e.loop, p.done, 1, "password, cookie-only tor");
+  CHECK_INT(p.status, MS_EUNAUTHORIZED);
+  CHECK_HAS(p.reason, "COOKIE");
+  oo.password = NULL;
+
+  /* A wrong cookie: 515. */
+  char fake[200];
+  snprintf(fake, sizeof fake, "%s/fake_cookie", dir);
+  f = fopen(fake, "wb");
+  if (f) {
+    fwrite("0123456789abcdef0123456789abcdef", 1, 32, f);
+    fclose(f);
+  }
+  oo.cookie_file = fake;
+  memset(&p, 0, sizeof p);
+  CHECK_INT(ms_onion_publish(e.srv, &oo, on_pub, &p, &ob, reason, sizeof reason), 0);
+  WAIT(&e.loop, p.done, 1, "wrong cookie");
+  CHECK_INT(p.status, MS_EUNAUTHORIZED);
+  CHECK_HAS(p.reason, "515");
+  oo.cookie_file = NULL;
+
+  /* Close before it is published: the publish callback says canceled. */
+  memset(&p, 0, sizeof p);
+  CHECK_INT(ms_onion_publish(e.srv, &oo, on_pub, &p, &ob, reason, sizeof reason), 0);
+  ms_onion_close(ob, on_unpub, &p);
+  WAIT(&e.loop, p.closed, 1, "early close");
+  CHECK_INT(p.done, 1);
+  CHECK_INT(p.status, MS_ECANCELED);
+
+  /* tor goes away while published: close reports the loss. */
+  o = publish_ok(&e, &oo, &p, "before tor stops");
+  stop_daemon(pid);
+  pid = -1;
+  tu_sleep_loop(&e.loop, 200);
+  if (o) {
+    ms_onion_close(o, on_unpub, &p);
+    WAIT(&e.loop, p.closed, 1, "close after tor stopped");
+    CHECK(p.close_status != 0);
+  }
+
+  /* Nothing listens: a connection error. */
+  memset(&p, 0, sizeof p);
+  CHECK_INT(ms_onion_publish(e.srv, &oo, on_pub, &p, &ob, reason, sizeof reason), 0);
+  WAIT(&e.loop, p.done, 1, "no tor");
+  CHECK_INT(p.status, -ECONNREFUSED);
+  CHECK_HAS(p.reason, "control port");
+  env_done(&e);
+}
+
+/* HASHEDPASSWORD: tor --hash-password makes the torrc line. */
+static void test_tor_password(void) {
+  const char *bin = find_bin("tor");
+  if (bin == NULL) {
+    skip("tor_password", "tor not installed");
+    return;
+  }
+  char cmd[512], hashed[256] = "", dir[160], data[192];
+  snprintf(cmd, sizeof cmd, "%s --quiet --hash-password 'pass word\"x' 2>/dev/null | tail -1", bin);
+  FILE *f = popen(cmd, "r");
+  if (f) {
+    if (fgets(hashed, sizeof hashed, f) == NULL) hashed[0] = '\0';
+    pclose(f);
+  }
+  hashed[strcspn(hashed, "\r\n")] = '\0';
+  CHECK(strncmp(hashed, "16:", 3) == 0);
+  if (strncmp(hashed, "16:", 3) != 0) return;
+  snprintf(dir, sizeof dir, "%s/torpw", tmpdir);
+  snprintf(data, sizeof data, "%s/data", dir);
+  mkdir(dir, 0700);
+  mkdir(data, 0700);
+  int cport;
+  pid_t pid = start_tor(&cport, dir, hashed);
+  CHECK(pid > 0);
+  if (pid <= 0) return;
+  env_t e;
+  env_init(&e);
+  char control[64], target[64], reason[256];
+  snprintf(control, sizeof control, "net:127.0.0.1:%d", cport);
+  snprintf(target, sizeof target, "127.0.0.1:%d", e.port);
+  ms_onion_opts_t oo;
+  ms_onion_opts_init(&oo);
+  oo.control = control;
+  oo.target = target;
+  oo.password = "pass word\"x"; /* a space and a quote: QuotedString */
+  pub_t p;
+  ms_onion_t *o = publish_ok(&e, &oo, &p, "HASHEDPASSWORD");
+  if (o) unpublish_ok(&e, o, &p, "HASHEDPASSWORD DEL_ONION");
+  oo.password = "wrong";
+  memset(&p, 0, sizeof p);
+  CHECK_INT(ms_onion_publish(e.srv, &oo, on_pub, &p, &o, reason, sizeof reason), 0);
+  WAIT(&e.loop, p.done, 1, "wrong password");
+  CHECK_INT(p.status, MS_EUNAUTHORIZED);
+  oo.password = NULL;
+  memset(&p, 0, sizeof p);
+  CHECK_INT(ms_onion_publish(e.srv, &oo, on_pub, &p, &o, reason, sizeof reason), 0);
+  WAIT(&e.loop, p.done, 1, "no password");
+  CHECK_INT(p.status, MS_EUNAUTHORIZED);
+  CHECK_HAS(p.reason, "HASHEDPASSWORD");
+  env_done(&e);
+  stop_daemon(pid);
+}
+
 
 int main(int argc, char **argv) {
   const tu_test_t tests[] = {
@@ -674,7 +998,8 @@ int main(int argc, char **argv) {
       {"danted", test_danted},
       {"danted_auth", test_danted_auth},
       {"timeout_and_cancel", test_timeout_and_cancel},
-      /* @SERVICE_TABLE@ */
+      {"tor_service", test_tor_service},
+      {"tor_password", test_tor_password},
   };
   if (sodium_init() < 0) return 1;
   snprintf(tmpdir, sizeof tmpdir, "%s", tu_mkdtemp());
