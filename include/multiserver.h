@@ -175,9 +175,9 @@ MS_EXTERN size_t ms_addr_escape(const char *in, size_t len, char *buf,
 MS_EXTERN void ms_free(void *p);
 
 /* Check an address without a multiserver: the grammar, and for the protocols
- * built into the library (net, unix, noauth, shs) their own rules for the
- * role (listen or dial) and the shape of each stack (a transport, then
- * transforms). Alternatives naming other protocols are checked for grammar
+ * built into the library (net, unix, onion, noauth, shs) their own rules
+ * for the role (listen or dial) and the shape of each stack (a transport,
+ * then transforms). Alternatives naming other protocols are checked for grammar
  * only. On success *canonical (if non-NULL) receives the canonical form, to
  * free with ms_free. Returns 0, MS_EADDRESS, MS_EKEY, MS_ESTACK or
  * MS_ENOAUTH_REMOTE with a reason naming the alternative and offset. */
@@ -399,8 +399,9 @@ MS_EXTERN void ms_options_init(ms_options_t *opts);
  * strings, copied by the call that takes them. The ms_options_t of the
  * multiserver stays the default for whatever is not given. Known keys of
  * the built-ins: net.connect_timeout_ms, shs.handshake_timeout_ms,
- * noauth.uids (docs/plugins.md lists every protocol's). An option naming a
- * protocol the address uses but a key it does not know fails the call
+ * noauth.uids, onion.proxy/.user/.password/.timeout_ms (docs/plugins.md
+ * lists every protocol's). An option naming a protocol the address uses
+ * but a key it does not know fails the call
  * (MS_EINVAL with a reason); options for protocols the address does not
  * use are ignored, so one set can serve many addresses. */
 typedef struct ms_popts_s ms_popts_t;
@@ -416,7 +417,7 @@ MS_EXTERN const char *ms_popts_get(const ms_popts_t *o, const char *protocol,
 MS_EXTERN void ms_popts_free(ms_popts_t *o);
 
 /* A multiserver owning its own event loop. Registers the built-in protocols
- * (net, unix, noauth, shs). */
+ * (net, unix, onion, noauth, shs). */
 MS_EXTERN int ms_new(ms_t **out, const ms_options_t *opts);
 /* Two-phase teardown, safe from any callback on the loop: ms_close() waits
  * until every listener, connect and stream the application opened has
