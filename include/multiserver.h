@@ -175,9 +175,9 @@ MS_EXTERN size_t ms_addr_escape(const char *in, size_t len, char *buf,
 MS_EXTERN void ms_free(void *p);
 
 /* Check an address without a multiserver: the grammar, and for the protocols
- * built into the library (net, unix, noauth, shs, noise) their own rules for the
- * role (listen or dial) and the shape of each stack (a transport, then
- * transforms). Alternatives naming other protocols are checked for grammar
+ * built into the library (net, unix, onion, noauth, shs, noise, gzip) their
+ * own rules for the role (listen or dial) and the shape of each stack (a
+ * transport, then transforms). Alternatives naming other protocols are checked for grammar
  * only. On success *canonical (if non-NULL) receives the canonical form, to
  * free with ms_free. Returns 0, MS_EADDRESS, MS_EKEY, MS_ESTACK or
  * MS_ENOAUTH_REMOTE with a reason naming the alternative and offset. */
@@ -430,10 +430,10 @@ MS_EXTERN void ms_stats(const ms_t *ms, ms_stats_t *out);
  * strings, copied by the call that takes them. The ms_options_t of the
  * multiserver stays the default for whatever is not given. Known keys of
  * the built-ins: net.connect_timeout_ms, shs.handshake_timeout_ms,
- * noise.handshake_timeout_ms,
- * gzip.max_bytes, gzip.max_ratio, gzip.level,
- * noauth.uids (docs/plugins.md lists every protocol's). An option naming a
- * protocol the address uses but a key it does not know fails the call
+ * noise.handshake_timeout_ms, gzip.max_bytes, gzip.max_ratio, gzip.level,
+ * noauth.uids, onion.proxy/.user/.password/.timeout_ms, limits.*
+ * (docs/plugins.md lists every protocol's). An option naming a protocol the
+ * address uses but a key it does not know fails the call
  * (MS_EINVAL with a reason); options for protocols the address does not
  * use are ignored, so one set can serve many addresses. */
 typedef struct ms_popts_s ms_popts_t;
@@ -449,7 +449,7 @@ MS_EXTERN const char *ms_popts_get(const ms_popts_t *o, const char *protocol,
 MS_EXTERN void ms_popts_free(ms_popts_t *o);
 
 /* A multiserver owning its own event loop. Registers the built-in protocols
- * (net, unix, noauth, shs, noise, gzip). */
+ * (net, unix, onion, noauth, shs, noise, gzip). */
 MS_EXTERN int ms_new(ms_t **out, const ms_options_t *opts);
 /* Two-phase teardown, safe from any callback on the loop: ms_close() waits
  * until every listener, connect and stream the application opened has
@@ -544,6 +544,73 @@ MS_EXTERN MS_WUR int ms_connect_with(ms_t *ms, const char *address,
 /* Cancel a pending connect: cb fires (later, not from inside this call)
  * with MS_ECANCELED, or with the outcome if that was already decided. */
 MS_EXTERN void ms_connect_cancel(ms_connect_t *req);
+
+
+/* ------------------------------------------------------------------ */
+/* Onion services (through a tor daemon's control port)                */
+/* ------------------------------------------------------------------ */
+
+/* Publish a listener as a Tor onion service (v3): connect to tor's control
+ * port, authenticate, ADD_ONION, and keep that control connection open
+ * while the service lives (tor removes a service its controller leaves);
+ * ms_onion_close() sends DEL_ONION. Clients then reach the listener at
+ * onion:<id>.onion:<virt_port> (append the listener's transforms:
+ * ~shs:KEY). docs/protocols/onion.md. */
+typedef struct ms_onion_s ms_onion_t;
+
+typedef struct {
+  /* sizeof(ms_onion_opts_t), set by ms_onion_opts_init. */
+  size_t size;
+  /* The control port as an address: "net:127.0.0.1:9051" (the default when
+   * NULL) or "unix:/run/tor/control". */
+  const char *control;
+  /* HASHEDPASSWORD authentication with this password; NULL: NULL or COOKIE
+   * authentication, as tor offers. */
+  const char *password;
+  /* The cookie file to read; NULL: the one tor names (PROTOCOLINFO). */
+  const char *cookie_file;
+  /* Where tor forwards the service's connections: a local listener,
+   * "net:127.0.0.1:8008" (a listener's address works: the net section of
+   * its first alternative is used) or "127.0.0.1:8008". Required. */
+  const char *target;
+  /* The onion service's port (what clients dial); 0 means the target's. */
+  uint16_t virt_port;
+  /* NULL: a fresh key (a new .onion address) each time. Else the key is
+   * loaded from this file when it exists and saved to it (0600) when it
+   * does not, so the address survives restarts. */
+  const char *key_file;
+  /* Control exchange timeout in ms (connect to publish, and DEL_ONION);
+   * 0 means 30000. */
+  uint32_t timeout_ms;
+} ms_onion_opts_t;
+
+MS_EXTERN void ms_onion_opts_init(ms_onion_opts_t *opts);
+
+/* Outcome of ms_onion_publish: status 0 and the service's address
+ * ("<56 base32 chars>.onion", valid until the handle is freed), or an
+ * error with a reason (MS_EUNAUTHORIZED: tor refused the authentication;
+ * MS_EPROXY: tor refused ADD_ONION; MS_EKEY: the key file; MS_EHANGUP,
+ * MS_ETIMEDOUT, connection errors; MS_ECANCELED after an early
+ * ms_onion_close). After an error the handle is freed once cb returns. */
+typedef void (*ms_onion_cb)(ms_onion_t *o, int status,
+                            const char *onion_address, const char *reason,
+                            void *arg);
+/* Start publishing. Returns 0 (cb fires later, never inside this call),
+ * or MS_EINVAL / MS_EADDRESS / MS_EKEY / MS_ECLOSED / MS_ENOMEM with a
+ * reason (cb never fires). */
+MS_EXTERN MS_WUR int ms_onion_publish(ms_t *ms, const ms_onion_opts_t *opts,
+                                      ms_onion_cb cb, void *arg,
+                                      ms_onion_t **out, char *reason,
+                                      size_t reason_len);
+/* "<id>.onion" once published, else "". */
+MS_EXTERN const char *ms_onion_address(const ms_onion_t *o);
+/* Withdraw the service (DEL_ONION) and close the control connection; cb
+ * (may be NULL) gets 0, or why DEL_ONION could not be done (the control
+ * connection was lost: tor dropped the service with it). Before the
+ * publish callback fired, that callback fires first with MS_ECANCELED.
+ * The handle is freed after cb. ms_close() waits for open handles. */
+typedef void (*ms_onion_close_cb)(ms_onion_t *o, int status, void *arg);
+MS_EXTERN void ms_onion_close(ms_onion_t *o, ms_onion_close_cb cb, void *arg);
 
 #ifdef __cplusplus
 }

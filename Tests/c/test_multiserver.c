@@ -518,10 +518,10 @@ static void test_fallback(void) {
   CHECK(r.s == NULL);
 
   /* All alternatives unknown. */
-  CHECK_INT(tu_connect(e.cli, "ws://x:1;onion:abc.onion:1", &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, "ws://x:1;i2p:abc.i2p:1", &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "all unknown");
   CHECK_INT(r.status, MS_EALLFAILED);
-  CHECK_HAS(r.reason, "onion");
+  CHECK_HAS(r.reason, "i2p");
 
   tu_close_listener(&e.loop, l, WAIT_MS);
   env_done(&e);

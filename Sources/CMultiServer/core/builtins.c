@@ -12,5 +12,6 @@ const ms_protocol_t *const ms__builtins[] = {
     &ms__proto_shs,
     &ms__proto_noise,
     &ms__proto_gzip,
+    &ms__proto_onion,
     NULL,
 };

@@ -215,6 +215,7 @@ extern const ms_protocol_t ms__proto_noauth;
 extern const ms_protocol_t ms__proto_shs;
 extern const ms_protocol_t ms__proto_noise;
 extern const ms_protocol_t ms__proto_gzip;
+extern const ms_protocol_t ms__proto_onion;
 /* builtins.c: every built-in protocol, NULL-terminated. */
 extern const ms_protocol_t *const ms__builtins[];
 
