@@ -315,6 +315,12 @@ enum {
   MS_CAP_ORDERED = 4     /* bytes arrive in order */
 };
 MS_EXTERN unsigned ms_stream_caps(const ms_stream_t *s);
+/* Bytes this stream delivered to its reader and completed writing, as the
+ * application sees them (above every transform). Either pointer may be
+ * NULL. How long connecting took is in the metadata (time.connect_ms,
+ * time.<transform>_ms, time.total_ms). */
+MS_EXTERN void ms_stream_bytes(const ms_stream_t *s, uint64_t *in,
+                               uint64_t *out);
 /* Value the server's authorize hook attached, or NULL. */
 MS_EXTERN void *ms_stream_auth(const ms_stream_t *s);
 /* true for streams accepted by a listener. */
@@ -524,15 +530,23 @@ MS_EXTERN void ms_listener_close(ms_listener_t *l, ms_listener_close_cb cb,
  * an error with a one-line reason naming each alternative's failure. */
 typedef void (*ms_connect_cb)(ms_stream_t *s, int status, const char *reason,
                               void *arg);
-/* Connect to a multiaddress: tries the ;-alternatives in order, skipping those
- * with unknown protocols or malformed stacks and falling back on path
- * failures (refused, unreachable, reset, a timeout, a hang-up during a
- * handshake); an authentication failure (a protocol's verdict that the peer
- * is not who the address names, or refused us: by default MS_EHANDSHAKE,
- * MS_EUNAUTHORIZED, MS_EKEY) stops.
- * With several alternatives the final error is MS_EALLFAILED and the reason
- * names each one's failure. cb always fires later, never from inside
- * ms_connect(). req (may be NULL) allows cancellation until cb fires. */
+/* Connect to a multiaddress. The ;-alternatives are ranked — device scope
+ * (unix) before loopback before local before public, then the per-stack
+ * option connect.prefer=unix,net,… (transport names), then as written —
+ * and started staggered: the next one connect.stagger_ms (default 250;
+ * 0 = strictly one after another) after the previous unless that one
+ * failed first. The first whose whole stack completes wins; the others are
+ * canceled and their half-done handshakes closed. Unknown protocols and
+ * malformed stacks are skipped; a path failure (refused, unreachable,
+ * reset, a timeout, a hang-up during a handshake) moves on; an
+ * authentication failure (a protocol's verdict that the peer is not who
+ * the address names, or refused us: by default MS_EHANDSHAKE,
+ * MS_EUNAUTHORIZED, MS_EKEY) stops the whole connect. With several
+ * alternatives the final error is MS_EALLFAILED and the reason names each
+ * one's failure. The stream carries timings as metadata: time.connect_ms
+ * (the transport), time.<transform>_ms for each transform, time.total_ms.
+ * cb always fires later, never from inside ms_connect(). req (may be NULL)
+ * allows cancellation until cb fires. MS_EINVAL, MS_ECLOSED, MS_ENOMEM. */
 MS_EXTERN MS_WUR int ms_connect(ms_t *ms, const char *address,
                                 ms_connect_cb cb, void *arg,
                                 ms_connect_t **req);

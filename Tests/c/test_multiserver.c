@@ -1774,6 +1774,120 @@ static void test_stream_wrap(void) {
   env_done(&e);
 }
 
+/* ======================================================================== */
+/* 23. ranked, staggered dialing                                             */
+/* ======================================================================== */
+
+/* A TCP port that answers no SYN: a listener with a full accept queue that
+ * never accepts (the kernel then drops new SYNs). fds[0] is the listener,
+ * fds[1..2] the connections that fill its queue. */
+static int blackhole(int fds[3]) {
+  fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t n = sizeof sa;
+  if (bind(fds[0], (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fds[0], 0) != 0 ||
+      getsockname(fds[0], (struct sockaddr *)&sa, &n) != 0)
+    return -1;
+  for (int i = 1; i < 3; i++) {
+    fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    connect(fds[i], (struct sockaddr *)&sa, sizeof sa);
+  }
+  usleep(50000);
+  return ntohs(sa.sin_port);
+}
+
+static void test_staggered(void) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  tu_accept_t acc = {0};
+  char dir[64], a[1024], key[45];
+  snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
+  snprintf(a, sizeof a, "net:127.0.0.1:0~shs;unix:%s/rank.sock~shs", dir);
+  ms_listener_t *l = tu_listen_ok(e.srv, a, tu_on_accept, &acc);
+  if (!l) return;
+  ms_key_to_base64(ms_keys(e.srv)->public_key, key, sizeof key);
+  char net_alt[256], unix_alt[256];
+  const char *adv = ms_listener_address(l);
+  const char *semi = strchr(adv, ';');
+  snprintf(net_alt, sizeof net_alt, "%.*s", (int)(semi - adv), adv);
+  snprintf(unix_alt, sizeof unix_alt, "%s", semi + 1);
+  /* Ranking: the unix (device) alternative goes first although written last. */
+  snprintf(a, sizeof a, "%s;%s", net_alt, unix_alt);
+  tu_conn_t r;
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "ranked connect");
+  CHECK_INT(r.status, 0);
+  if (r.s) CHECK(strncmp(ms_stream_address(r.s), "unix:", 5) == 0);
+  CHECK(r.s && ms_stream_meta(r.s, "time.total_ms", NULL) != NULL);
+  CHECK(r.s && ms_stream_meta(r.s, "time.connect_ms", NULL) != NULL);
+  CHECK(r.s && ms_stream_meta(r.s, "time.shs_ms", NULL) != NULL);
+  if (r.s) {
+    ms_buf_t hi = {"hello", 5};
+    CHECK_INT(ms_stream_write(r.s, &hi, 1, NULL, NULL), 0);
+    tu_sleep_loop(&e.loop, 50);
+    uint64_t in = 1, out = 0;
+    ms_stream_bytes(r.s, &in, &out);
+    CHECK_INT(in, 0);
+    CHECK_INT(out, 5);
+  }
+  WAIT(&e.loop, acc.n, 1, "accepted");
+  ms_stream_t *v[2] = {r.s, acc.s[0]};
+  tu_close_streams(&e.loop, v, 2, WAIT_MS);
+  acc.n = 0;
+  /* A black-holed first alternative costs one stagger, not the connect
+   * timeout (5 s here): the second wins, the first is canceled. */
+  int fds[3] = {-1, -1, -1};
+  int bh = blackhole(fds);
+  CHECK(bh > 0);
+  snprintf(a, sizeof a, "net:127.0.0.1:%d~shs:%s;%s;%s", bh, key, net_alt, net_alt);
+  uint64_t t0 = tu_now_ms();
+  CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "staggered connect");
+  uint64_t took = r.at - t0;
+  fprintf(stderr, "  black-holed first alternative: connected through the second in %llu ms\n",
+          (unsigned long long)took);
+  CHECK_INT(r.status, 0);
+  CHECK(took >= 200 && took < 1500);
+  WAIT(&e.loop, acc.n, 1, "accepted once");
+  tu_sleep_loop(&e.loop, 400); /* the third was never started or was canceled */
+  CHECK_INT(acc.n, 1);
+  ms_stream_t *w[2] = {r.s, acc.s[0]};
+  tu_close_streams(&e.loop, w, 2, WAIT_MS);
+  /* connect.stagger_ms=0: strictly one after another (the timeout applies). */
+  ms_popts_t *po;
+  CHECK_INT(ms_popts_new(&po), 0);
+  CHECK_INT(ms_popts_set(po, "connect", "stagger_ms", "0"), 0);
+  CHECK_INT(ms_popts_set(po, "net", "connect_timeout_ms", "600"), 0);
+  snprintf(a, sizeof a, "net:127.0.0.1:%d~shs:%s;%s", bh, key, net_alt);
+  t0 = tu_now_ms();
+  r.done = 0;
+  CHECK_INT(ms_connect_with(e.cli, a, po, tu_on_conn, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "sequential connect");
+  CHECK_INT(r.status, 0);
+  CHECK(r.at - t0 >= 550);
+  ms_popts_free(po);
+  WAIT(&e.loop, acc.n, 2, "accepted after the timeout");
+  ms_stream_t *x[2] = {r.s, acc.s[1]};
+  tu_close_streams(&e.loop, x, 2, WAIT_MS);
+  /* A misspelt connect option is an error through the callback. */
+  CHECK_INT(ms_popts_new(&po), 0);
+  CHECK_INT(ms_popts_set(po, "connect", "staggr_ms", "1"), 0);
+  r.done = 0;
+  CHECK_INT(ms_connect_with(e.cli, net_alt, po, tu_on_conn, &r, NULL), 0);
+  WAIT(&e.loop, r.done, 1, "bad connect option");
+  CHECK_INT(r.status, MS_EINVAL);
+  CHECK_HAS(r.reason, "stagger_ms");
+  ms_popts_free(po);
+  for (int i = 0; i < 3; i++)
+    if (fds[i] >= 0) close(fds[i]);
+  tu_close_listener(&e.loop, l, WAIT_MS);
+  env_done(&e);
+  tu_rmtree(dir);
+}
+
 int main(int argc, char **argv) {
   const tu_test_t tests[] = {
       {"three_stacks", test_three_stacks},
@@ -1798,6 +1912,7 @@ int main(int argc, char **argv) {
       {"shs_seed", test_shs_seed},
       {"noauth_uid", test_noauth_uid},
       {"stream_wrap", test_stream_wrap},
+      {"staggered", test_staggered},
   };
   if (sodium_init() < 0) return 1;
   tu_run_tests(tests, sizeof tests / sizeof tests[0], argc, argv);

@@ -371,7 +371,7 @@ static void test_microsocks(void) {
   CHECK_HAS(r.reason, px);
   CHECK(r.s == NULL);
   /* ... which falls back to the next alternative. */
-  snprintf(addr, sizeof addr, "onion:localhost:%d~shs:%s;net:127.0.0.1:%d~shs:%s",
+  snprintf(addr, sizeof addr, "onion:localhost:%d~shs:%s;net:localhost:%d~shs:%s" /* same scope: kept in order */,
            tu_closed_port(), e.key, e.port, e.key);
   CHECK_INT(connect_with(&e, addr, o, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "refused destination, then net");
@@ -385,7 +385,7 @@ static void test_microsocks(void) {
   /* Every proxy down: a path failure, so the next alternative is tried. */
   snprintf(list, sizeof list, "%s,127.0.0.1:%d", dead, tu_closed_port());
   o = popts(list, NULL, NULL, NULL);
-  snprintf(addr, sizeof addr, "onion:localhost:%d~shs:%s;net:127.0.0.1:%d~shs:%s",
+  snprintf(addr, sizeof addr, "onion:localhost:%d~shs:%s;net:localhost:%d~shs:%s" /* same scope: kept in order */,
            e.port, e.key, e.port, e.key);
   CHECK_INT(connect_with(&e, addr, o, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "proxies down, then net");
@@ -432,7 +432,8 @@ static void test_microsocks_auth(void) {
   char list[160];
   snprintf(list, sizeof list, "%s,%s", px, px);
   ms_popts_t *o = popts(list, "alice", "wrong", NULL);
-  snprintf(addr, sizeof addr, "onion:localhost:%d~shs:%s;net:127.0.0.1:%d~shs:%s",
+  CHECK_INT(ms_popts_set(o, "connect", "stagger_ms", "0"), 0); /* in order */
+  snprintf(addr, sizeof addr, "onion:localhost:%d~shs:%s;net:localhost:%d~shs:%s" /* same scope: kept in order */,
            e.port, e.key, e.port, e.key);
   int accepted = e.echo.accepted;
   CHECK_INT(connect_with(&e, addr, o, &r, NULL), 0);
@@ -506,7 +507,10 @@ static void test_danted_auth(void) {
     through(&e, px, user, "Pa55word", px, 1u << 20, "danted username");
     tu_conn_t r;
     ms_popts_t *o = popts(px, user, "nope", NULL);
-    snprintf(addr, sizeof addr, "onion:localhost:%d~shs:%s;net:127.0.0.1:%d~shs:%s",
+    /* dante checks passwords slowly: without a stagger the second
+     * alternative would start (and win) before the refusal arrives. */
+    CHECK_INT(ms_popts_set(o, "connect", "stagger_ms", "0"), 0);
+    snprintf(addr, sizeof addr, "onion:localhost:%d~shs:%s;net:localhost:%d~shs:%s" /* same scope: kept in order */,
              e.port, e.key, e.port, e.key);
     CHECK_INT(connect_with(&e, addr, o, &r, NULL), 0);
     WAIT(&e.loop, r.done, 1, "danted wrong password");

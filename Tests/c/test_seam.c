@@ -1683,7 +1683,8 @@ static void test_auth_fallback(void) {
   /* a closed port first: a path failure, so the next alternative is tried */
   int closed = tu_closed_port();
   snprintf(addr, sizeof addr, "udpt:127.0.0.1:%d~tag:alice;%s:alice", closed, la);
-  const char *copts[] = {"udpt.rto_ms=20", "udpt.timeout_ms=250", NULL};
+  /* strictly in order (no stagger): the first must time out before the second */
+  const char *copts[] = {"udpt.rto_ms=20", "udpt.timeout_ms=250", "connect.stagger_ms=0", NULL};
   int t0 = us.dial_timeouts;
   uint64_t ms0 = tu_now_ms();
   CHECK_INT(connect_with(e.cli, addr, copts, &r), 0);

@@ -164,6 +164,7 @@ struct ms_stream_s {
   uint64_t last_active; /* loop time of the last byte either way */
   ms_stream_t *inext, *iprev;
   bool counted;         /* an accepted connection in ms->stats */
+  uint64_t bytes_in, bytes_out;
   struct ms_pcount_s *pcount;
 };
 
@@ -294,6 +295,7 @@ struct ms_pwrap_s {
   bool has_avalue;
   ms_defer_t start_node;
   char source[80];       /* the peer (transport address less its port), for limits */
+  uint64_t t_step;       /* loop time the current transform started */
   ms_chain_cb cb;
   void *arg;
   ms_pwrap_t *next, *prev; /* owner's list */

@@ -3,6 +3,7 @@
  * by transform sections. This file checks a stack against the registry and
  * runs its transforms, in order, over a transport's stream.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -152,6 +153,7 @@ static void chain_step(ms_pwrap_t *pw, ms_stream_t *s) {
     pw->sync_class = MS_FAIL_DEFAULT;
     pw->in_wrap = true;
     pw->lower = s;
+    pw->t_step = uv_now(pw->ms->loop);
     int rc = e->proto.wrap(pw, s, &pw->stack->secs[pw->idx], pw->role, e->pdata);
     pw->in_wrap = false;
     if (rc != 0) {
@@ -182,7 +184,13 @@ static int adopt(ms_pwrap_t *pw, ms_stream_t *s) {
     pw->has_avalue = false;
     pw->avalue = NULL;
   }
-  return ms__stream_inherit(s, pw->lower);
+  int rc = ms__stream_inherit(s, pw->lower);
+  if (rc != 0) return rc;
+  /* How long this transform took, for the application (time.shs_ms). */
+  char key[48], v[24];
+  snprintf(key, sizeof key, "time.%s_ms", pw->stack->protos[pw->idx]->proto.name);
+  snprintf(v, sizeof v, "%llu", (unsigned long long)(uv_now(pw->ms->loop) - pw->t_step));
+  return ms_stream_set_meta_str(s, key, v);
 }
 
 static void pwrap_finish(ms_pwrap_t *pw, int status, int fclass, ms_stream_t *s,

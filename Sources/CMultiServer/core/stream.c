@@ -203,6 +203,11 @@ static void meta_free(ms_stream_t *s) {
 }
 
 void ms_stream_set_caps(ms_stream_t *s, unsigned caps) { s->caps = caps; }
+
+void ms_stream_bytes(const ms_stream_t *s, uint64_t *in, uint64_t *out) {
+  if (in) *in = s ? s->bytes_in : 0;
+  if (out) *out = s ? s->bytes_out : 0;
+}
 unsigned ms_stream_caps(const ms_stream_t *s) { return s->caps; }
 
 void ms_stream_set_auth(ms_stream_t *s, void *auth) {
@@ -360,6 +365,7 @@ void ms_write_req_done(ms_write_req_t *r, int status) {
   void *arg = r->arg;
   s->queued -= r->size;
   s->pending--;
+  if (status == 0) s->bytes_out += r->size;
   req_put(s, r);
   if (cb) cb(s, status, arg);
   if (s->above_high_water && s->queued < s->high_water) {
@@ -395,6 +401,7 @@ static void deliver_held(void *arg) {
       size_t n = s->pb_len;
       s->pb = NULL;
       s->pb_len = 0;
+      s->bytes_in += n;
       s->read_cb(s, 0, b, n, s->read_arg);
       sodium_memzero(b, n);
       free(b);
@@ -504,8 +511,9 @@ void ms_stream_emit_read(ms_stream_t *s, int status, uint8_t *data,
   if (status != 0) {
     s->reading = false;
     s->impl_reading = false;
-  } else if (s->idle_ms) {
-    s->last_active = uv_now(s->ms->loop);
+  } else {
+    s->bytes_in += len;
+    if (s->idle_ms) s->last_active = uv_now(s->ms->loop);
   }
   s->read_cb(s, status, data, len, s->read_arg);
 }

@@ -460,6 +460,43 @@ static void try_next(net_dial_t *d) {
   dial_finish(d, d->status ? d->status : UV_EAI_NONAME, NULL);
 }
 
+/* Alternate the address families, starting with the first the resolver
+ * gave (RFC 8305 §4), so a broken IPv6 path costs one attempt, not all of
+ * a name's IPv6 addresses. Relinks the list in place; every node stays. */
+static struct addrinfo *interleave(struct addrinfo *res) {
+  struct addrinfo *a = NULL, **at = &a, *b = NULL, **bt = &b;
+  int fam = res ? res->ai_family : 0;
+  for (struct addrinfo *p = res, *next; p; p = next) {
+    next = p->ai_next;
+    p->ai_next = NULL;
+    if (p->ai_family == fam) {
+      *at = p;
+      at = &p->ai_next;
+    } else {
+      *bt = p;
+      bt = &p->ai_next;
+    }
+  }
+  struct addrinfo *out = NULL, **ot = &out;
+  while (a || b) {
+    if (a) {
+      struct addrinfo *n = a->ai_next;
+      *ot = a;
+      ot = &a->ai_next;
+      a->ai_next = NULL;
+      a = n;
+    }
+    if (b) {
+      struct addrinfo *n = b->ai_next;
+      *ot = b;
+      ot = &b->ai_next;
+      b->ai_next = NULL;
+      b = n;
+    }
+  }
+  return out;
+}
+
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   net_lookup_t *l = req->data;
   net_dial_t *d = l->d;
@@ -472,7 +509,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     return;
   }
   d->lookup = NULL;
-  d->res = res;
+  d->res = res = interleave(res);
   if (d->stop) {
     dial_finish(d, d->stop, NULL);
     return;
