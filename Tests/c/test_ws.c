@@ -978,7 +978,7 @@ static bool fake_handshake(int fd, bool bad_accept, const uint8_t *extra, size_t
                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
                    accept);
-  memcpy(resp + n, extra, en);
+  if (en) memcpy(resp + n, extra, en);
   return raw_send(fd, resp, (size_t)n + en);
 }
 
