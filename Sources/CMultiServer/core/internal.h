@@ -180,6 +180,7 @@ extern const ms_protocol_t ms__proto_net;
 extern const ms_protocol_t ms__proto_unix;
 extern const ms_protocol_t ms__proto_noauth;
 extern const ms_protocol_t ms__proto_shs;
+extern const ms_protocol_t ms__proto_tls;
 /* builtins.c: every built-in protocol, NULL-terminated. */
 extern const ms_protocol_t *const ms__builtins[];
 
