@@ -33,6 +33,8 @@
 #define TLS_REASON_LEN 512
 #define TLS_CTX_CACHE_MAX 16
 #define TLS_READ_CHUNK 16384 /* the largest plaintext of one record */
+#define TLS_FEED 17408       /* bytes handed to OpenSSL at a time (a record and a bit) */
+#define TLS_RECORD_SLACK 64  /* ciphertext overhead we reserve per record */
 #define TLS_NAME_MAX 256
 
 enum { PH_HANDSHAKE, PH_OPEN, PH_FAILED };
@@ -57,6 +59,16 @@ typedef struct {
   uint8_t buf[TLS_READ_CHUNK];
 } tls_inst_t;
 
+/* One lower write: the records of a turn, and the upper requests they carry
+ * (completed when the lower write completes). Filled in place (c->ob). */
+typedef struct {
+  struct tls_conn_s *c;
+  ms_write_req_t *reqs;
+  int kind;
+  size_t len, cap;
+  uint8_t data[];
+} tls_batch_t;
+
 typedef struct tls_conn_s {
   ms_t *ms;
   tls_inst_t *inst;
@@ -67,8 +79,17 @@ typedef struct tls_conn_s {
   int phase;
   bool verify;
   SSL *ssl;
-  BIO *rbio; /* network → SSL: bytes read from lower, not yet decrypted */
-  BIO *wbio; /* SSL → network: records not yet written to lower */
+  /* The BIOs never hold more than about a record: input is fed to rbio in
+   * TLS_FEED pieces, and wbio is emptied into ob after every SSL call. */
+  BIO *rbio; /* network → SSL */
+  BIO *wbio; /* SSL → network */
+  tls_batch_t *ob; /* this turn's records, not yet written to lower */
+  /* Input not yet fed: the lower read callback's bytes while it runs, and
+   * what a paused reader left of them (stash, malloc'd). */
+  const uint8_t *in;
+  size_t in_len;
+  uint8_t *stash;
+  size_t stash_len, stash_off;
   uv_timer_t timer;
   bool timer_closed;
   bool lower_closed;
@@ -86,16 +107,6 @@ typedef struct {
 } tls_wstate_t;
 
 _Static_assert(sizeof(tls_wstate_t) <= MS_WRITE_REQ_SCRATCH, "scratch too small");
-
-/* One lower write: the records drained from wbio, and the upper requests
- * they carry (completed when the lower write completes). */
-typedef struct {
-  tls_conn_t *c;
-  ms_write_req_t *reqs;
-  int kind;
-  size_t len;
-  uint8_t data[];
-} tls_batch_t;
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -258,6 +269,8 @@ static void complete_reqs(ms_write_req_t *r, int status) {
 
 static void conn_free(tls_conn_t *c) {
   if (c->ssl) SSL_free(c->ssl); /* frees both BIOs */
+  free(c->ob);
+  free(c->stash);
   free(c);
 }
 
@@ -336,39 +349,116 @@ static void on_out_written(ms_stream_t *lower, int status, void *arg) {
   }
 }
 
+/* Room for extra more bytes in ob. */
+static int out_reserve(tls_conn_t *c, size_t extra) {
+  size_t len = c->ob ? c->ob->len : 0;
+  if (extra > SIZE_MAX / 2 - len - sizeof(tls_batch_t)) return MS_ENOMEM;
+  size_t need = len + extra;
+  if (c->ob && need <= c->ob->cap) return 0;
+  size_t cap = c->ob ? 2 * c->ob->cap : 4096;
+  if (cap < need) cap = need;
+  tls_batch_t *b = realloc(c->ob, sizeof *b + cap);
+  if (b == NULL) return MS_ENOMEM;
+  if (c->ob == NULL) b->len = 0;
+  b->cap = cap;
+  c->ob = b;
+  return 0;
+}
+
+/* Move what OpenSSL produced from wbio into ob. */
+static int move_out(tls_conn_t *c) {
+  size_t n = BIO_ctrl_pending(c->wbio);
+  if (n == 0) return 0;
+  int rc = out_reserve(c, n);
+  if (rc != 0) {
+    (void)BIO_reset(c->wbio);
+    return rc;
+  }
+  int got = BIO_read(c->wbio, c->ob->data + c->ob->len, (int)n);
+  if (got > 0) c->ob->len += (size_t)got;
+  return 0;
+}
+
 /* Write what OpenSSL produced (and the pending upper requests) to lower in
  * one write. 0, or the error (the requests completed with it). */
 static int send_out(tls_conn_t *c, int kind) {
-  char *p = NULL;
-  long n = BIO_get_mem_data(c->wbio, &p);
-  size_t len = n > 0 ? (size_t)n : 0;
-  if (len == 0 && c->pend_head == NULL && (kind == OUT_DATA || kind == OUT_HANDSHAKE))
-    return 0;
+  int rc = c->write_error;
+  if (rc == 0 && (rc = move_out(c)) != 0) c->write_error = rc;
   ms_write_req_t *reqs = c->pend_head;
   c->pend_head = c->pend_tail = NULL;
-  int rc = c->write_error;
-  tls_batch_t *b = NULL;
+  size_t len = c->ob ? c->ob->len : 0;
+  if (rc == 0 && len == 0 && reqs == NULL && (kind == OUT_DATA || kind == OUT_HANDSHAKE))
+    return 0;
+  if (rc == 0) rc = out_reserve(c, 0);
   if (rc == 0) {
-    b = malloc(sizeof *b + len);
-    if (b == NULL) rc = MS_ENOMEM;
-  }
-  if (rc == 0) {
-    if (len) memcpy(b->data, p, len);
-    (void)BIO_reset(c->wbio);
+    tls_batch_t *b = c->ob;
+    c->ob = NULL;
     b->c = c;
     b->reqs = reqs;
     b->kind = kind;
-    b->len = len;
     ms_buf_t buf = {b->data, len};
     rc = ms_stream_write(c->lower, &buf, len ? 1 : 0, on_out_written, b);
     if (rc != 0) free(b);
   }
   if (rc != 0) {
-    (void)BIO_reset(c->wbio);
+    if (c->ob) c->ob->len = 0;
     if (!c->write_error) c->write_error = rc;
     complete_reqs(reqs, rc);
   }
   return rc;
+}
+
+/* ---- input: lower bytes → rbio, a piece at a time ------------------------- */
+
+/* Feed the next piece (the stash first): 1 when something was fed, 0 when
+ * there is nothing, or MS_ENOMEM. */
+static int feed(tls_conn_t *c) {
+  const uint8_t *p;
+  size_t n;
+  bool from_stash = c->stash_off < c->stash_len;
+  if (from_stash) {
+    p = c->stash + c->stash_off;
+    n = c->stash_len - c->stash_off;
+  } else if (c->in_len > 0) {
+    p = c->in;
+    n = c->in_len;
+  } else {
+    return 0;
+  }
+  if (n > TLS_FEED) n = TLS_FEED;
+  if (BIO_write(c->rbio, p, (int)n) != (int)n) return MS_ENOMEM;
+  if (from_stash) {
+    c->stash_off += n;
+    if (c->stash_off == c->stash_len) {
+      free(c->stash);
+      c->stash = NULL;
+      c->stash_len = c->stash_off = 0;
+    }
+  } else {
+    c->in += n;
+    c->in_len -= n;
+  }
+  return 1;
+}
+
+/* Keep what the read callback's bytes left unfed (the reader paused). */
+static int keep_rest(tls_conn_t *c) {
+  if (c->in_len == 0) return 0;
+  size_t have = c->stash_len - c->stash_off;
+  uint8_t *n = malloc(have + c->in_len);
+  if (n == NULL) {
+    c->in_len = 0;
+    return MS_ENOMEM;
+  }
+  if (have) memcpy(n, c->stash + c->stash_off, have);
+  memcpy(n + have, c->in, c->in_len);
+  free(c->stash);
+  c->stash = n;
+  c->stash_len = have + c->in_len;
+  c->stash_off = 0;
+  c->in = NULL;
+  c->in_len = 0;
+  return 0;
 }
 
 /* ---- the open session ----------------------------------------------------- */
@@ -402,6 +492,12 @@ static void pump(tls_conn_t *c) {
     /* Reading may have produced records of its own (a key update). */
     if (BIO_ctrl_pending(c->wbio) > 0) ms_stream_want_flush(up);
     if (e == SSL_ERROR_WANT_READ) {
+      int f = feed(c);
+      if (f > 0) continue;
+      if (f < 0) {
+        end_read(c, f);
+        return;
+      }
       if (c->lower_end) end_read(c, c->lower_end == MS_EOF ? MS_EHANGUP : c->lower_end);
       return;
     }
@@ -421,15 +517,19 @@ static void on_session_read(ms_stream_t *lower, int status, const uint8_t *data,
   (void)lower;
   tls_conn_t *c = arg;
   if (c->read_ended) return;
-  if (status == 0) {
-    if (len > 0 && BIO_write(c->rbio, data, (int)len) != (int)len) {
-      end_read(c, MS_ENOMEM);
-      return;
-    }
-  } else {
+  if (status != 0) {
     c->lower_end = status;
+    pump(c);
+    return;
   }
+  c->in = data;
+  c->in_len = len;
   pump(c);
+  if (keep_rest(c) != 0) {
+    c->in = NULL;
+    end_read(c, MS_ENOMEM);
+  }
+  c->in = NULL;
 }
 
 static void deferred_pump(void *arg) {
@@ -440,10 +540,11 @@ static void deferred_pump(void *arg) {
 static int tls_read_start(ms_stream_t *s) {
   tls_conn_t *c = ms_stream_impl(s);
   if (c->read_ended) return 0;
-  /* What is already in rbio (records that came with the handshake, or
-   * were left when the reader paused) is decrypted on the next turn. */
-  if (BIO_ctrl_pending(c->rbio) > 0 || SSL_pending(c->ssl) > 0 || c->lower_end)
-    ms_defer(c->ms, &c->pump_node, deferred_pump, c);
+  /* What is already here (records that came with the handshake, or were
+   * left when the reader paused) is decrypted on the next turn. Always
+   * deferred: inside the wrap's done callback the handshake's last read
+   * has not yet stashed its rest. */
+  ms_defer(c->ms, &c->pump_node, deferred_pump, c);
   if (c->lower_end) return 0;
   return ms_stream_read_start(c->lower, on_session_read, c);
 }
@@ -458,17 +559,23 @@ static int tls_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
                      unsigned nbufs) {
   tls_conn_t *c = ms_stream_impl(s);
   if (c->write_error) return c->write_error;
+  size_t total = 0;
+  for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+  /* the turn's records in one buffer: reserve once per write */
+  int rc = total ? out_reserve(c, total + (total / TLS_READ_CHUNK + 1) * TLS_RECORD_SLACK) : 0;
+  if (rc != 0) return rc;
   for (unsigned i = 0; i < nbufs; i++) {
     const uint8_t *p = bufs[i].base;
     size_t left = bufs[i].len;
     while (left > 0) {
-      int chunk = left > (1u << 30) ? (1 << 30) : (int)left;
+      /* One record at a time, so that wbio never holds more than one. */
+      int chunk = left > TLS_READ_CHUNK ? TLS_READ_CHUNK : (int)left;
       ERR_clear_error();
       int n = SSL_write(c->ssl, p, chunk);
-      if (n <= 0) {
-        /* Records of earlier buffers may already sit in wbio: this
-         * direction is over. */
-        c->write_error = MS_EHANDSHAKE;
+      if (n <= 0 || (rc = move_out(c)) != 0) {
+        /* Records of earlier pieces are already queued: this direction
+         * is over. */
+        c->write_error = n <= 0 ? MS_EHANDSHAKE : rc;
         return c->write_error;
       }
       p += n;
@@ -499,10 +606,7 @@ static int tls_shutdown(ms_stream_t *s) {
   if (c->write_error) return c->write_error;
   (void)send_out(c, OUT_DATA); /* anything still pending goes first */
   ERR_clear_error();
-  if (SSL_shutdown(c->ssl) < 0) {
-    (void)BIO_reset(c->wbio);
-    return MS_EHANDSHAKE;
-  }
+  if (SSL_shutdown(c->ssl) < 0) return MS_EHANDSHAKE;
   return send_out(c, OUT_SHUTDOWN);
 }
 
@@ -536,7 +640,7 @@ static void fail_as(tls_conn_t *c, int status, int fclass, const char *reason, b
   c->phase = PH_FAILED;
   stop_timer(c);
   bool sent = false;
-  if (alert && BIO_ctrl_pending(c->wbio) > 0 && c->lower_end == 0)
+  if (alert && c->lower_end == 0 && (BIO_ctrl_pending(c->wbio) > 0 || (c->ob && c->ob->len)))
     sent = send_out(c, OUT_ALERT) == 0;
   if (!sent) ms_stream_close(c->lower, on_lower_closed, c);
   ms_pwrap_t *pw = c->pw;
@@ -623,20 +727,31 @@ static void established(tls_conn_t *c) {
   ms_pwrap_done(pw, 0, up, NULL);
 }
 
-static void hs_step(tls_conn_t *c) {
-  ERR_clear_error();
-  int r = SSL_do_handshake(c->ssl);
-  if (r == 1) {
-    /* The last flight (a client's Finished, a server's session tickets). */
-    if (send_out(c, OUT_HANDSHAKE) != 0) {
-      fail_as(c, c->write_error, MS_FAIL_PATH, "cannot write handshake records", false);
+/* Run the handshake over what input there is. */
+static void hs_run(tls_conn_t *c) {
+  while (c->phase == PH_HANDSHAKE) {
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+      /* The last flight (a client's Finished, a server's session tickets). */
+      if (send_out(c, OUT_HANDSHAKE) != 0) {
+        fail_as(c, c->write_error, MS_FAIL_PATH, "cannot write handshake records", false);
+        return;
+      }
+      established(c);
       return;
     }
-    established(c);
-    return;
-  }
-  int e = SSL_get_error(c->ssl, r);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    int e = SSL_get_error(c->ssl, r);
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+      handshake_failed(c);
+      return;
+    }
+    int f = feed(c);
+    if (f > 0) continue;
+    if (f < 0) {
+      fail_as(c, MS_ENOMEM, MS_FAIL_DEFAULT, "out of memory", false);
+      return;
+    }
     if (send_out(c, OUT_HANDSHAKE) != 0) {
       fail_as(c, c->write_error, MS_FAIL_PATH, "cannot write handshake records", false);
       return;
@@ -655,7 +770,6 @@ static void hs_step(tls_conn_t *c) {
     }
     return;
   }
-  handshake_failed(c);
 }
 
 static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *data,
@@ -665,11 +779,20 @@ static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *dat
   if (c->phase != PH_HANDSHAKE) return;
   if (status != 0) {
     c->lower_end = status;
-  } else if (len > 0 && BIO_write(c->rbio, data, (int)len) != (int)len) {
-    fail_as(c, MS_ENOMEM, MS_FAIL_DEFAULT, "out of memory", false);
+    hs_run(c);
     return;
   }
-  hs_step(c);
+  c->in = data;
+  c->in_len = len;
+  hs_run(c);
+  /* Session records that came with the handshake's end wait for the
+   * reader (a failed handshake drops them). */
+  if (c->phase == PH_OPEN && keep_rest(c) != 0) {
+    c->lower_end = MS_ENOMEM; /* reported to the reader after what came before */
+    ms_stream_read_stop(lower);
+  }
+  c->in = NULL;
+  c->in_len = 0;
 }
 
 static void on_timeout(uv_timer_t *t) {
@@ -818,7 +941,7 @@ static int tls_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *sec,
     fail_as(c, rc, MS_FAIL_PATH, "cannot read the stream below", false);
     return 0;
   }
-  if (role == MS_ROLE_CLIENT) hs_step(c); /* the ClientHello */
+  if (role == MS_ROLE_CLIENT) hs_run(c); /* the ClientHello */
   return 0;
 }
 
