@@ -21,8 +21,8 @@ FUZZ_SECONDS ?= 20
 MS_LAYERS  = core wire transports transforms
 MS_PRIV_INC = $(MS_LAYERS:%=-ISources/CMultiServer/%)
 MS_CFLAGS  = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -Wall -Wextra -Werror \
-             -Iinclude $(MS_PRIV_INC) $(shell pkg-config --cflags libuv libsodium zlib 2>/dev/null)
-MS_LIBS    = $(shell pkg-config --libs libuv libsodium zlib 2>/dev/null || echo -luv -lsodium -lz) -lpthread
+             -Iinclude $(MS_PRIV_INC) $(shell pkg-config --cflags libuv libsodium zlib openssl 2>/dev/null)
+MS_LIBS    = $(shell pkg-config --libs libuv libsodium zlib openssl 2>/dev/null || echo -luv -lsodium -lz -lssl -lcrypto) -lpthread
 
 SRCS       = $(sort $(foreach d,$(MS_LAYERS),$(wildcard Sources/CMultiServer/$(d)/*.c)))
 OBJS       = $(SRCS:Sources/CMultiServer/%.c=$(BUILD)/obj/%.o)

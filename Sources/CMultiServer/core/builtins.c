@@ -10,6 +10,7 @@ const ms_protocol_t *const ms__builtins[] = {
     &ms__proto_unix,
     &ms__proto_noauth,
     &ms__proto_shs,
+    &ms__proto_tls,
     &ms__proto_ws,
     &ms__proto_wss,
     NULL,

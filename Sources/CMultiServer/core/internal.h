@@ -184,6 +184,7 @@ extern const ms_protocol_t ms__proto_net;
 extern const ms_protocol_t ms__proto_unix;
 extern const ms_protocol_t ms__proto_noauth;
 extern const ms_protocol_t ms__proto_shs;
+extern const ms_protocol_t ms__proto_tls;
 extern const ms_protocol_t ms__proto_ws;
 extern const ms_protocol_t ms__proto_wss;
 /* builtins.c: every built-in protocol, NULL-terminated. */
