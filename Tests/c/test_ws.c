@@ -461,10 +461,6 @@ static void test_addresses(void) {
     tu_close_streams(&e.loop, acc.s, acc.n, WAIT_MS);
     tu_close_listener(&e.loop, l, WAIT_MS);
   }
-  /* wss without tls (or without a certificate) is refused clearly. */
-  int rc = ms_listen(e.srv, "wss://127.0.0.1:0", tu_on_accept, NULL, &l, reason, sizeof reason);
-  CHECK(rc != 0);
-  CHECK_HAS(reason, "wss");
   /* A misspelt option fails the listen. */
   ms_popts_t *po;
   CHECK_INT(ms_popts_new(&po), 0);
@@ -1344,6 +1340,91 @@ static void test_timeout(void) {
   env_done(&e);
 }
 
+/* ======================================================================== */
+/* 6. wss: ws over the tls transform                                        */
+/* ======================================================================== */
+
+static void test_wss(void) {
+  char dir[64];
+  snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
+  char cmd[2048];
+  const char *k = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+  snprintf(cmd, sizeof cmd,
+           "cd %s && openssl req -x509 %s -keyout ca.key -out ca.pem -days 2 -subj /CN=ws-ca "
+           ">/dev/null 2>&1 && openssl req %s -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 "
+           ">/dev/null 2>&1 && printf 'subjectAltName=IP:127.0.0.1\\n' > ext.cnf && "
+           "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem "
+           "-days 2 -extfile ext.cnf >/dev/null 2>&1 && openssl req -x509 %s -keyout o.key "
+           "-out other.pem -days 2 -subj /CN=other >/dev/null 2>&1",
+           dir, k, k, k);
+  if (system(cmd) != 0) {
+    fprintf(stderr, "  wss: openssl not available, skipped\n");
+    tu_rmtree(dir);
+    return;
+  }
+  char cert[128], key[128], ca[128], other[128], reason[256];
+  snprintf(cert, sizeof cert, "%s/srv.pem", dir);
+  snprintf(key, sizeof key, "%s/srv.key", dir);
+  snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+  snprintf(other, sizeof other, "%s/other.pem", dir);
+  const char *stacks[] = {"wss://127.0.0.1:0/secure", "wss://127.0.0.1:0~shs"};
+  uint8_t *data = malloc(4u << 20);
+  randombytes_buf(data, 4u << 20);
+  for (size_t i = 0; i < 2; i++) {
+    env_t e;
+    env_init(&e, NULL, NULL);
+    ms_popts_t *so, *co;
+    CHECK_INT(ms_popts_new(&so), 0);
+    CHECK_INT(ms_popts_set(so, "wss", "cert", cert), 0);
+    CHECK_INT(ms_popts_set(so, "wss", "key", key), 0);
+    CHECK_INT(ms_popts_new(&co), 0);
+    CHECK_INT(ms_popts_set(co, "wss", "ca", ca), 0);
+    tu_echo_t echo = {0};
+    ms_listener_t *l = NULL;
+    int rc = ms_listen_with(e.srv, stacks[i], so, tu_echo_on_connection, &echo, &l, reason,
+                            sizeof reason);
+    CHECK_INT(rc, 0);
+    if (rc) fprintf(stderr, "  %s: %s\n", stacks[i], reason);
+    if (l) {
+      CHECK(strncmp(ms_listener_address(l), "wss://127.0.0.1:", 16) == 0);
+      const tu_bulk_cfg_t cfg = {.data = data,
+                                 .total = 4u << 20,
+                                 .queue_limit = 1024 * 1024,
+                                 .timeout_ms = 120000,
+                                 .close_timeout_ms = WAIT_MS,
+                                 .opts = co};
+      tu_bulk_t b;
+      tu_bulk_echo(&e.loop, e.cli, ms_listener_address(l), &cfg, &echo, &b);
+      CHECK(strncmp(b.address, "wss://127.0.0.1:", 16) == 0);
+      if (echo.errors) fprintf(stderr, "  echo error %s\n", ms_err_name(echo.last_error));
+      /* A client trusting another CA: refused, the reason says why. */
+      ms_popts_t *bad;
+      CHECK_INT(ms_popts_new(&bad), 0);
+      CHECK_INT(ms_popts_set(bad, "wss", "ca", other), 0);
+      tu_conn_t r = {0};
+      CHECK_INT(ms_connect_with(e.cli, ms_listener_address(l), bad, tu_on_conn, &r, NULL), 0);
+      WAIT(&e.loop, r.done, 1, "wss connect with the wrong CA");
+      CHECK(r.status != 0);
+      CHECK_HAS(r.reason, "certificate");
+      ms_popts_free(bad);
+      tu_close_listener(&e.loop, l, WAIT_MS);
+    }
+    ms_popts_free(so);
+    ms_popts_free(co);
+    env_done(&e);
+  }
+  /* A wss listener without a certificate is refused at once. */
+  env_t e;
+  env_init(&e, NULL, NULL);
+  ms_listener_t *l = NULL;
+  CHECK_INT(ms_listen(e.srv, "wss://127.0.0.1:0", tu_on_accept, NULL, &l, reason, sizeof reason),
+            MS_EINVAL);
+  CHECK_HAS(reason, "wss.cert");
+  env_done(&e);
+  free(data);
+  tu_rmtree(dir);
+}
+
 int main(int argc, char **argv) {
   const tu_test_t tests[] = {
       {"bulk", test_bulk},
@@ -1365,6 +1446,7 @@ int main(int argc, char **argv) {
       {"protocols", test_protocols},
       {"http_handler", test_http_handler},
       {"timeout", test_timeout},
+      {"wss", test_wss},
   };
   if (sodium_init() < 0) return 1;
   fbuf = malloc(4u << 20);

@@ -382,6 +382,7 @@ struct ws_conn_s {
   int write_error;
   bool close_sent;
   bool ended; /* reading ended (EOF or error emitted) */
+  bool peer_closed; /* the peer's close frame came */
   ms_defer_t shut_defer;
 };
 
@@ -579,6 +580,7 @@ static void on_peer_close(ws_conn_t *c, const ms_ws_event_t *ev) {
     (void)send_control(c, MS_WS_OP_CLOSE, ev->close_code, NULL, 0, NULL,
                        on_fail_close_written, NULL);
   }
+  c->peer_closed = true;
   /* A normal close is the peer's half-close: our side answers with its own
    * close frame when the application shuts down (it may still write). */
   c->ended = true;
@@ -646,21 +648,32 @@ static int ws_read_stop(ms_stream_t *s) {
   return ms_stream_read_stop(c->lower);
 }
 
+/* Once the peer's close frame came, the close handshake is complete when
+ * ours is handed on: the peer may hang up at once (most do), so a failure
+ * of what follows below (TCP's FIN, TLS's close_notify) is no error. */
+static int after_peer_close(const ws_conn_t *c, int status) {
+  return c->ended && c->peer_closed ? 0 : status;
+}
+
 static void on_lower_shutdown(ms_stream_t *lower, int status, void *arg) {
   (void)lower;
   ws_conn_t *c = arg;
-  if (c->upper) ms_stream_shutdown_done(c->upper, status);
+  /* Our close frame is out: the ws half-close is done whatever the layer
+   * below says about its own end marker (the peer may be gone already). */
+  (void)status;
+  if (c->upper) ms_stream_shutdown_done(c->upper, 0);
 }
 
 static void on_close_frame_written(ms_stream_t *lower, int status, void *arg) {
   ws_conn_t *c = *(ws_conn_t **)arg;
   free(arg);
+  status = after_peer_close(c, status);
   if (status != 0) {
     if (c->upper) ms_stream_shutdown_done(c->upper, status);
     return;
   }
-  int rc = ms_stream_shutdown(lower, on_lower_shutdown, c);
-  if (rc != 0 && c->upper) ms_stream_shutdown_done(c->upper, rc);
+  if (ms_stream_shutdown(lower, on_lower_shutdown, c) != 0 && c->upper)
+    ms_stream_shutdown_done(c->upper, 0); /* our close frame is out */
 }
 
 static void shut_already(void *arg) {
