@@ -1549,8 +1549,11 @@ static void on_dial_tcp(ms_stream_t *s, int status, const char *reason, void *ar
   ws_dial_t *d = arg;
   d->creq = NULL;
   if (status != 0) {
+    /* The nested connect has one alternative: drop its "alternative 1: ". */
+    const char *r = reason ? reason : ms_strerror(status);
+    if (strncmp(r, "alternative 1: ", 15) == 0) r += 15;
     char why[WS_REASON_LEN];
-    ms_reasonf(why, sizeof why, "%s", reason ? reason : ms_strerror(status));
+    ms_reasonf(why, sizeof why, "%s: %s", d->url.secure ? "wss" : "ws", r);
     dial_fail(d, d->canceled ? MS_ECANCELED : status, MS_FAIL_DEFAULT, why);
     return;
   }
