@@ -8,7 +8,8 @@ several sizes (1 B .. 1 MiB, across the 7/16/64-bit length forms), checks
 the echo byte for byte, writes "PASS n/n" into its DOM and reports the same
 text to the server with a GET of /__result/<text>, whose HTTP log line
 (stderr) this runner reads. Then: a request outside the root is refused
-(403), a missing file is 404.
+(403), a missing file is 404. Then the same page over https + wss with a
+certificate from a CA made here with openssl.
 
 Skipped (with a message, exit 0) only when no chromium is installed; CI
 installs it (.ci/run, .ci/setup).
@@ -92,6 +93,56 @@ def run_page(chrome, url, log_path, timeout=40):
     return result
 
 
+def wss_part(chrome):
+    """The same page over https + wss, with a certificate from a CA made
+    here (Chromium runs with --ignore-certificate-errors: the test CA is not
+    in its store, acceptable for a test). Skipped without openssl or when
+    the build has no tls transform."""
+    if shutil.which("openssl") is None:
+        print("browser: wss part skipped (no openssl)")
+        return
+    d = tempfile.mkdtemp(prefix="wsdrv-browser-ca-")
+    log = open(os.path.join(d, "log"), "w")
+    srv = None
+    try:
+        k = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
+        run("req", "-x509", *k, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=browser test CA")
+        run("req", *k, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+        with open(os.path.join(d, "ext.cnf"), "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1\n")
+        run("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf")
+        srv = subprocess.Popen([MS, "serve", "--echo", "--http-root", HERE,
+                                "--opt", f"wss.cert={d}/srv.pem", "--opt", f"wss.key={d}/srv.key",
+                                "wss://127.0.0.1:0"],
+                               stdout=subprocess.PIPE, stderr=log, text=True)
+        addr = srv.stdout.readline().strip()
+        if not addr:
+            srv.wait(10)
+            log.flush()
+            err = open(log.name).read()
+            check("tls" in err, f"wss refused with a reason: {err!r}")
+            print("browser: wss part skipped (no tls transform)")
+            return
+        check(addr.startswith("wss://127.0.0.1:"), f"wss address {addr!r}")
+        port = int(addr.rsplit(":", 1)[1])
+        res = run_page(chrome, f"https://127.0.0.1:{port}/index.html", log.name)
+        check(res is not None and res.startswith("PASS"), f"browser over wss: {res!r}")
+    finally:
+        if srv and srv.poll() is None:
+            srv.send_signal(signal.SIGTERM)
+            try:
+                srv.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+        log.close()
+        if failed:
+            sys.stderr.write(open(log.name).read()[-2000:])
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     chrome = find_chromium()
     if chrome is None:
@@ -129,6 +180,7 @@ def main():
             with open(log.name) as f:
                 sys.stderr.write(f.read()[-3000:])
         os.unlink(log.name)
+    wss_part(chrome)
     print(f"browser: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
