@@ -1340,12 +1340,18 @@ static int ws_listen(ms_plisten_t *pl, const ms_section_t *sec, void *pdata) {
   if (rc == 0) {
     l->inner_open = true;
     ms_listener_on_error(l->inner, on_inner_error, l);
-    /* The real port, from "net:HOST:PORT". */
+    /* The real host (a wildcard replaced as net does) and port, from
+     * "net:HOST:PORT". */
     const char *a = ms_listener_address(l->inner);
     const char *colon = strrchr(a, ':');
     int port = colon ? atoi(colon + 1) : l->url.port;
+    ws_url_t adv_url = l->url;
+    if (colon && strncmp(a, "net:", 4) == 0 && (size_t)(colon - a - 4) < sizeof adv_url.host) {
+      memcpy(adv_url.host, a + 4, (size_t)(colon - a - 4));
+      adv_url.host[colon - a - 4] = '\0';
+    }
     char adv[WS_URL_MAX + 64];
-    url_format(&l->url, port, adv, sizeof adv);
+    url_format(&adv_url, port, adv, sizeof adv);
     rc = ms_plisten_set_address(pl, adv);
     if (rc != 0) {
       ms_listener_close(l->inner, NULL, NULL);
@@ -1370,11 +1376,10 @@ static void ws_listen_close(ms_plisten_t *pl) {
   if (l->inner_open) ms_listener_close(l->inner, on_inner_closed, l);
   /* Handshakes in progress end now; a listener_maybe_done may free l once
    * the last one is gone, so take them off one by one. */
-  for (ws_hs_t *h = l->pending; h; h = h->next)
-    if (h->tcp || h->wrap) {
-      /* hs_abort is asynchronous (close callbacks): safe to continue. */
-      hs_abort(h);
-    }
+  for (ws_hs_t *h = l->pending, *next; h; h = next) {
+    next = h->next; /* a canceled wrap may report (and free h) at once */
+    if (h->tcp || h->wrap) hs_abort(h);
+  }
   listener_maybe_done(l);
 }
 
