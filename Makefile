@@ -21,8 +21,8 @@ FUZZ_SECONDS ?= 20
 MS_LAYERS  = core wire transports transforms
 MS_PRIV_INC = $(MS_LAYERS:%=-ISources/CMultiServer/%)
 MS_CFLAGS  = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -Wall -Wextra -Werror \
-             -Iinclude $(MS_PRIV_INC) $(shell pkg-config --cflags libuv libsodium zlib 2>/dev/null)
-MS_LIBS    = $(shell pkg-config --libs libuv libsodium zlib 2>/dev/null || echo -luv -lsodium -lz) -lpthread
+             -Iinclude $(MS_PRIV_INC) $(shell pkg-config --cflags libuv libsodium zlib openssl 2>/dev/null)
+MS_LIBS    = $(shell pkg-config --libs libuv libsodium zlib openssl 2>/dev/null || echo -luv -lsodium -lz -lssl -lcrypto) -lpthread
 
 SRCS       = $(sort $(foreach d,$(MS_LAYERS),$(wildcard Sources/CMultiServer/$(d)/*.c)))
 OBJS       = $(SRCS:Sources/CMultiServer/%.c=$(BUILD)/obj/%.o)
@@ -104,7 +104,7 @@ $(BUILD)/fuzz/%: Tests/fuzz/%.c $(SRCS) $(HEADERS)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/multiserver.h include/multiserver_plugin.h include/multiserver_uv.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/multiserver.h include/multiserver_plugin.h include/multiserver_uv.h include/multiserver_ws.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libmultiserver.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libmultiserver.so $(DESTDIR)$(PREFIX)/lib/libmultiserver.so.$(VERSION)
 	ln -sf libmultiserver.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libmultiserver.so.0

@@ -29,6 +29,8 @@ let package = Package(
                 .linkedLibrary("uv"),
                 .linkedLibrary("sodium"),
                 .linkedLibrary("z"),
+                .linkedLibrary("ssl"),
+                .linkedLibrary("crypto"),
                 .linkedLibrary("pthread"),
             ]
         ),

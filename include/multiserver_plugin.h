@@ -375,6 +375,13 @@ MS_EXTERN MS_WUR int ms_stream_wrap(ms_t *ms, ms_stream_t *lower,
                                     size_t reason_len);
 MS_EXTERN void ms_wrap_cancel(ms_wrap_t *req);
 
+/* A registered protocol by name: 0 and its instance (the pdata its hooks
+ * receive; may be NULL) in *instance (if not NULL), or MS_EPROTO_UNKNOWN.
+ * How a protocol finds a sibling it cooperates with (wss shares ws's
+ * instance; ws checks that "tls" is there before listening on wss). */
+MS_EXTERN int ms_protocol_find(const ms_t *ms, const char *name,
+                               void **instance);
+
 /* Options the multiserver was created with (for transforms). */
 MS_EXTERN const ms_options_t *ms_options(const ms_t *ms);
 

@@ -61,3 +61,8 @@ void cli_stdin_stop(void);
  * and the remote finished; otherwise the error and a reason. */
 typedef void (*cli_bridge_done)(int status, const char *reason, void *arg);
 int cli_bridge_start(ms_t *ms, ms_stream_t *s, cli_bridge_done done, void *arg);
+
+/* serve --http-root: the static-file handler (cli_http.c); arg is the
+ * root directory, already resolved with realpath. */
+typedef struct ms_http_request_s ms_http_request_t;
+void cli_http_handler(ms_http_request_t *req, void *arg);

@@ -96,6 +96,29 @@ int cli_common_option(cli_opts_t *o, int argc, char **argv, int *i,
     }
     return 1;
   }
+  if (strcmp(a, "--allow-origin") == 0) {
+    /* Sugar for the option ws.origins (and wss.origins): a list of the
+     * Origin values a ws/wss listener accepts. */
+    if ((v = value(argc, argv, i)) == NULL) return -1;
+    if (*v == '\0' || strchr(v, ',')) {
+      cli_err("--allow-origin: one origin per flag (e.g. https://example.com), got %s", v);
+      return -1;
+    }
+    int rc = o->popts ? 0 : ms_popts_new(&o->popts);
+    const char *cur = rc == 0 ? ms_popts_get(o->popts, "ws", "origins") : NULL;
+    size_t n = (cur ? strlen(cur) + 1 : 0) + strlen(v) + 1;
+    char *list = rc == 0 ? malloc(n) : NULL;
+    if (list == NULL) return -1;
+    snprintf(list, n, "%s%s%s", cur ? cur : "", cur ? "," : "", v);
+    rc = ms_popts_set(o->popts, "ws", "origins", list);
+    if (rc == 0) rc = ms_popts_set(o->popts, "wss", "origins", list);
+    free(list);
+    if (rc != 0) {
+      cli_err("--allow-origin: %s", ms_strerror(rc));
+      return -1;
+    }
+    return 1;
+  }
   if (strcmp(a, "--timeout") == 0) {
     if ((v = value(argc, argv, i)) == NULL) return -1;
     char *end;

@@ -1,4 +1,6 @@
 /* multiserver serve [--echo | --sink] ADDRESS...: listen on every stack. */
+#include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +8,7 @@
 
 #include "cli.h"
 #include "multiserver_uv.h"
+#include "multiserver_ws.h"
 
 enum { MODE_BRIDGE, MODE_ECHO, MODE_SINK };
 
@@ -170,6 +173,8 @@ static void on_signal(uv_signal_t *h, int signum) {
 int cli_serve(int argc, char **argv) {
   static cli_opts_t o;
   size_t cap = 1, len = 0;
+  static char http_root[PATH_MAX];
+  bool have_root = false;
   char *joined = calloc(1, 1);
   sv.mode = MODE_BRIDGE;
   for (int i = 1; i < argc; i++) {
@@ -178,6 +183,18 @@ int cli_serve(int argc, char **argv) {
     if (r > 0) continue;
     if (strcmp(argv[i], "--echo") == 0) {
       sv.mode = MODE_ECHO;
+      continue;
+    }
+    if (strcmp(argv[i], "--http-root") == 0) {
+      if (i + 1 >= argc) {
+        cli_err("--http-root needs a directory");
+        return 2;
+      }
+      if (realpath(argv[++i], http_root) == NULL) {
+        cli_err("--http-root: %s: %s", argv[i], strerror(errno));
+        return 2;
+      }
+      have_root = true;
       continue;
     }
     if (strcmp(argv[i], "--sink") == 0) {
@@ -206,6 +223,11 @@ int cli_serve(int argc, char **argv) {
   int rc = ms_new(&sv.ms, &mo);
   if (rc != 0) {
     cli_err("cannot start: %s", ms_strerror(rc));
+    return 1;
+  }
+  if (have_root && (rc = ms_ws_set_http_handler(sv.ms, cli_http_handler, http_root)) != 0) {
+    cli_err("--http-root: %s", ms_strerror(rc));
+    ms_delete(sv.ms);
     return 1;
   }
   char reason[512] = "";

@@ -495,7 +495,7 @@ static void test_fallback(void) {
   snprintf(a, sizeof a, "net:127.0.0.1:%d;%s", p1, live);
   expect_ok(&e, a, &acc, live, "fallback to the live port");
 
-  snprintf(a, sizeof a, "ws://x:1;%s", live);
+  snprintf(a, sizeof a, "bogus:x:1;%s", live);
   expect_ok(&e, a, &acc, live, "skip unknown protocol");
 
   /* A malformed stack (port 0) is skipped too. */
@@ -505,20 +505,20 @@ static void test_fallback(void) {
   char n1[32], n2[32];
   snprintf(n1, sizeof n1, "127.0.0.1:%d", p1);
   snprintf(n2, sizeof n2, "127.0.0.1:%d", p2);
-  snprintf(a, sizeof a, "net:127.0.0.1:%d;ws://x:1;net:127.0.0.1:%d", p1, p2);
+  snprintf(a, sizeof a, "net:127.0.0.1:%d;bogus:x:1;net:127.0.0.1:%d", p1, p2);
   CHECK_INT(tu_connect(e.cli, a, &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "all dead");
   CHECK_INT(r.status, MS_EALLFAILED);
   CHECK_HAS(r.reason, n1);
   CHECK_HAS(r.reason, n2);
-  CHECK_HAS(r.reason, "ws");
+  CHECK_HAS(r.reason, "bogus");
   CHECK_HAS(r.reason, "alternative 1");
   CHECK_HAS(r.reason, "alternative 2");
   CHECK_HAS(r.reason, "alternative 3");
   CHECK(r.s == NULL);
 
   /* All alternatives unknown. */
-  CHECK_INT(tu_connect(e.cli, "ws://x:1;i2p:abc.i2p:1", &r, NULL), 0);
+  CHECK_INT(tu_connect(e.cli, "bogus:x:1;i2p:abc.i2p:1", &r, NULL), 0);
   WAIT(&e.loop, r.done, 1, "all unknown");
   CHECK_INT(r.status, MS_EALLFAILED);
   CHECK_HAS(r.reason, "i2p");

@@ -149,6 +149,7 @@ typedef struct {
                          queue_limit + TU_BULK_CHUNK */
   unsigned timeout_ms;       /* for the whole round trip */
   unsigned close_timeout_ms; /* for the echo side's close after it */
+  const ms_popts_t *opts;    /* per-stack options for the connect (may be NULL) */
 } tu_bulk_cfg_t;
 
 /* The bulk client: writes cfg.data in TU_BULK_CHUNK pieces while the stream

@@ -438,7 +438,7 @@ void tu_bulk_echo(uv_loop_t *loop, ms_t *cli, const char *addr,
   int closed0 = echo->closed, acc0 = echo->accepted, eof0 = echo->eof;
   size_t bytes0 = echo->bytes;
   uint64_t t0 = tu_now_ms();
-  CHECK_INT(ms_connect(cli, addr, bulk_connected, b, NULL), 0);
+  CHECK_INT(ms_connect_with(cli, addr, cfg->opts, bulk_connected, b, NULL), 0);
   CHECK(tu_wait(loop, &b->done, 1, cfg->timeout_ms, addr));
   uint8_t got[32], want[32];
   crypto_generichash_final(&b->h, got, sizeof got);

@@ -11,4 +11,9 @@ for t in Tests/interop/*.py; do
   [ -f "$t" ] || continue
   $PY "$t" "$MULTISERVER" || rc=1
 done
+# A real browser (headless Chromium) against ws + the HTTP handler.
+for t in Tests/browser/*.py; do
+  [ -f "$t" ] || continue
+  $PY "$t" "$MULTISERVER" || rc=1
+done
 exit $rc

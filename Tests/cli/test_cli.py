@@ -219,6 +219,88 @@ def test_options_and_noauth(tmp):
     r = connect(s.address, b"same user")
     check(r.returncode == 0 and r.stdout == b"same user", f"unix noauth, same uid: {r.stderr!r}")
     s.stop()
+
+
+def raw_http(port, req):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(req.encode())
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    return data
+
+
+def test_ws(tmp):
+    """ws and ws~shs end to end through the CLI, fallback after a 404,
+    --allow-origin, --http-root, and noauth never over ws."""
+    s = Server("--echo", "net:127.0.0.1:0", "ws://127.0.0.1:0/ssb~shs", "ws://127.0.0.1:0")
+    alts = alternatives(s.address)
+    check(len(alts) == 3 and re.fullmatch(r"ws://127\.0\.0\.1:\d+/ssb~shs:[A-Za-z0-9+/=]+", alts[1]),
+          f"ws~shs advertised with port, path and key: {s.address!r}")
+    payload = os.urandom(2 * 1024 * 1024 + 3)
+    for a in alts[1:]:
+        r = connect(a, payload)
+        check(r.returncode == 0 and hashlib.sha256(r.stdout).digest() == hashlib.sha256(payload).digest(),
+              f"echo over {a}: rc={r.returncode} len={len(r.stdout)} err={r.stderr[-300:]!r}")
+    # a path the server does not serve (404) falls back to the next alternative
+    port = alts[2].rsplit(":", 1)[1]
+    r = connect(f"ws://127.0.0.1:{port}/nothere;{alts[0]}", b"fallback")
+    check(r.returncode == 0 and r.stdout == b"fallback", f"fallback after a 404: {r.stderr!r}")
+    rc, _, err = s.stop()
+    check(rc == 0, f"serve exits 0 ({rc})")
+    check("404" in err, "the 404 is logged by the server")
+
+    # --allow-origin
+    s = Server("--echo", "--allow-origin", "http://good.example", "--allow-origin",
+               "http://also.example", "ws://127.0.0.1:0")
+    r = connect(s.address, b"hi", "--opt", "ws.origin=http://also.example")
+    check(r.returncode == 0 and r.stdout == b"hi", f"allowed Origin: {r.stderr!r}")
+    r = connect(s.address, b"hi", "--opt", "ws.origin=http://evil.example")
+    check(r.returncode != 0 and b"403" in r.stderr, f"refused Origin: {r.stderr!r}")
+    r = connect(s.address, b"none")
+    check(r.returncode == 0 and r.stdout == b"none", "no Origin (not a browser) is served")
+    s.stop()
+
+    # --http-root
+    root = os.path.join(tmp, "www")
+    os.makedirs(os.path.join(root, "sub"), exist_ok=True)
+    with open(os.path.join(root, "index.html"), "w") as f:
+        f.write("<p>hi</p>")
+    with open(os.path.join(root, "sub", "app.wasm"), "wb") as f:
+        f.write(b"\0asm")
+    with open(os.path.join(tmp, "secret.txt"), "w") as f:
+        f.write("secret")
+    os.symlink(os.path.join(tmp, "secret.txt"), os.path.join(root, "link.txt"))
+    s = Server("--echo", "--http-root", root, "ws://127.0.0.1:0")
+    port = int(s.address.rsplit(":", 1)[1])
+
+    def get(path, m="GET"):
+        return raw_http(port, f"{m} {path} HTTP/1.1\r\nHost: x\r\n\r\n")
+    r = get("/")
+    check(r.startswith(b"HTTP/1.1 200") and b"text/html" in r and r.endswith(b"<p>hi</p>"), f"GET /: {r[:200]!r}")
+    r = get("/sub/app.wasm")
+    check(r.startswith(b"HTTP/1.1 200") and b"application/wasm" in r, f"wasm type: {r[:200]!r}")
+    r = get("/index.html", "HEAD")
+    check(r.startswith(b"HTTP/1.1 200") and r.endswith(b"\r\n\r\n"), f"HEAD has no body: {r!r}")
+    for bad in ["/../secret.txt", "/%2e%2e/secret.txt", "/sub/../../secret.txt", "/link.txt"]:
+        r = get(bad)
+        check(r.startswith(b"HTTP/1.1 403"), f"{bad} refused: {r[:60]!r}")
+    check(get("/missing.js").startswith(b"HTTP/1.1 404"), "missing file 404")
+    check(get("/", "POST").startswith(b"HTTP/1.1 405"), "POST refused")
+    r = connect(s.address, b"still ws")
+    check(r.returncode == 0 and r.stdout == b"still ws", "ws on the same port as the files")
+    s.stop()
+
+    # noauth is never allowed over ws, whatever the flags
+    r = subprocess.run([MS, "serve", "--allow-remote-noauth", "--allow-loopback-noauth",
+                        "ws://127.0.0.1:0~noauth"], capture_output=True, timeout=10)
+    check(r.returncode != 0 and b"never allowed over ws" in r.stderr, f"ws~noauth refused: {r.stderr!r}")
+
+
 def test_demo(tmp):
     """scripts/demo.sh (make demo) exits 0 on success and non-zero on a real failure."""
     env = {**os.environ, "MULTISERVER": os.path.abspath(MS)}
@@ -317,7 +399,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for t in [test_address, test_three_stacks_echo, test_concurrent, test_errors,
                   test_keys_and_authorize, test_sink, test_bridge, test_options_and_noauth,
-                  test_demo, test_shs_and_noise, test_gzip]:
+                  test_demo, test_shs_and_noise, test_gzip, test_ws]:
             try:
                 t(tmp) if t.__code__.co_argcount else t()
             except Exception as e:  # a crash or timeout in a test is a failure

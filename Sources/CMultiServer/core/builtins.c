@@ -13,5 +13,8 @@ const ms_protocol_t *const ms__builtins[] = {
     &ms__proto_noise,
     &ms__proto_gzip,
     &ms__proto_onion,
+    &ms__proto_tls,
+    &ms__proto_ws,
+    &ms__proto_wss,
     NULL,
 };

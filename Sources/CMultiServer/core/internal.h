@@ -209,6 +209,10 @@ const ms_proto_entry_t *ms__find_protocol(const ms_t *ms, const char *name);
 void ms__reason(char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* stack.c: ws and wss never carry noauth, whatever the options. */
+bool ms__browser_reachable(const char *transport);
+extern const char ms__noauth_ws_refusal[];
+
 /* Built-in protocols. */
 extern const ms_protocol_t ms__proto_net;
 extern const ms_protocol_t ms__proto_unix;
@@ -217,6 +221,9 @@ extern const ms_protocol_t ms__proto_shs;
 extern const ms_protocol_t ms__proto_noise;
 extern const ms_protocol_t ms__proto_gzip;
 extern const ms_protocol_t ms__proto_onion;
+extern const ms_protocol_t ms__proto_tls;
+extern const ms_protocol_t ms__proto_ws;
+extern const ms_protocol_t ms__proto_wss;
 /* builtins.c: every built-in protocol, NULL-terminated. */
 extern const ms_protocol_t *const ms__builtins[];
 

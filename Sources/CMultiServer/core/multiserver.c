@@ -523,6 +523,14 @@ int ms_register(ms_t *ms, const ms_protocol_t *proto, void *pdata) {
   return 0;
 }
 
+int ms_protocol_find(const ms_t *ms, const char *name, void **instance) {
+  if (ms == NULL || name == NULL) return MS_EINVAL;
+  const ms_proto_entry_t *e = ms__find_protocol(ms, name);
+  if (e == NULL) return MS_EPROTO_UNKNOWN;
+  if (instance) *instance = e->pdata;
+  return 0;
+}
+
 const ms_proto_entry_t *ms__find_protocol(const ms_t *ms, const char *name) {
   for (size_t i = 0; i < ms->nprotos; i++)
     if (strcmp(ms->protos[i].proto.name, name) == 0) return &ms->protos[i];

@@ -20,6 +20,15 @@ int ms__transport_scope(const ms_protocol_t *p, const ms_section_t *sec,
   return MS_SCOPE_PUBLIC;
 }
 
+/* Any web page a user opens can make the browser open a WebSocket to any
+ * address, localhost included, so no option lets noauth run over ws/wss. */
+bool ms__browser_reachable(const char *transport) {
+  return strcmp(transport, "ws") == 0 || strcmp(transport, "wss") == 0;
+}
+const char ms__noauth_ws_refusal[] =
+    "noauth is never allowed over %s: any web page can open a WebSocket to this "
+    "address (localhost included); use shs";
+
 bool ms__noauth_scope_ok(const ms_options_t *o, int scope) {
   if (scope == MS_SCOPE_DEVICE) return true;
   if (o->allow_remote_noauth) return true;
@@ -78,6 +87,13 @@ int ms__stack_resolve(ms_t *ms, const ms_addr_t *a, size_t alt, int role,
   }
   const ms_protocol_t *t = &st->protos[0]->proto;
   st->scope = ms__transport_scope(t, &st->secs[0], st->protos[0]->pdata);
+  if (ms__browser_reachable(st->secs[0].name)) {
+    for (size_t i = 1; i < st->nsec; i++)
+      if (strcmp(st->secs[i].name, "noauth") == 0) {
+        ms__reason(reason, reason_len, ms__noauth_ws_refusal, st->secs[0].name);
+        return MS_ENOAUTH_REMOTE;
+      }
+  }
   if (!ms__noauth_scope_ok(ms_options(ms), st->scope)) {
     for (size_t i = 1; i < st->nsec; i++)
       if (strcmp(st->secs[i].name, "noauth") == 0) {
@@ -326,6 +342,14 @@ int ms_address_check(const char *address, bool listen, char **canonical,
         ms__reason(reason, reason_len, "alternative %zu: %s", alt + 1,
                    why[0] ? why : ms_strerror(rc));
     }
+    if (rc == 0 && n > 0 && ms__browser_reachable(secs[0].name))
+      for (size_t i = 1; i < n && rc == 0; i++)
+        if (strcmp(secs[i].name, "noauth") == 0) {
+          char why[MS_REASON_LEN];
+          ms__reason(why, sizeof why, ms__noauth_ws_refusal, secs[0].name);
+          ms__reason(reason, reason_len, "alternative %zu: %s", alt + 1, why);
+          rc = MS_ENOAUTH_REMOTE;
+        }
     if (rc == 0 && all_known && n > 0) {
       int scope = ms__transport_scope(protos[0], &secs[0], NULL);
       for (size_t i = 1; i < n && scope != MS_SCOPE_DEVICE; i++)

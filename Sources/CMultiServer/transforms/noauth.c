@@ -59,6 +59,11 @@ static int noauth_wrap(ms_pwrap_t *pw, ms_stream_t *lower,
   (void)pdata;
   ms_t *ms = ms_pwrap_ms(pw);
   if (!scope_allowed(ms_options(ms), ms_pwrap_scope(pw))) return MS_ENOAUTH_REMOTE;
+  /* Never over ws/wss (the stack check refuses it first; this holds for
+   * a stack built any other way too). */
+  const ms_section_t *t = ms_pwrap_section(pw, 0);
+  if (t && (strcmp(t->name, "ws") == 0 || strcmp(t->name, "wss") == 0))
+    return MS_ENOAUTH_REMOTE;
   const char *uid = ms_stream_meta(lower, "unix.peer_uid", NULL);
   if (uid) {
     char *end;
