@@ -520,6 +520,18 @@ MS_EXTERN void ms_listener_on_error(ms_listener_t *l, ms_listen_error_cb cb,
 /* The multiaddress that reaches this listener: ;-joined, actual ports,
  * transforms carrying the server's public key (net:127.0.0.1:41234~shs:KEY). */
 MS_EXTERN const char *ms_listener_address(const ms_listener_t *l);
+/* What a peer in scope can dial (MS_SCOPE_DEVICE, MS_SCOPE_LOCAL or
+ * MS_SCOPE_PUBLIC, from multiserver_plugin.h; 1, 3, 4): the ;-joined
+ * addresses of the stacks that serve that scope, each with its transforms
+ * and the server's key. A stack serves the scopes of its listen address
+ * (unix and loopback: device; a private address: local; anything else:
+ * public) or those the per-stack option listen.scopes=device,local,public
+ * names; a wildcard host (net:0.0.0.0:P, net:::P) expands to this machine's
+ * interface addresses of that scope, read on each call, zones dropped, and
+ * listen.external=HOST replaces them for public. Never 0.0.0.0 or ::.
+ * malloc'd, free with ms_free; "" when no stack serves the scope; NULL for
+ * a bad scope or ENOMEM. */
+MS_EXTERN char *ms_listener_addresses(const ms_listener_t *l, int scope);
 typedef void (*ms_listener_close_cb)(ms_listener_t *l, void *arg);
 /* Stop listening on every stack; cb fires when all are closed. Accepted
  * streams are not affected. */

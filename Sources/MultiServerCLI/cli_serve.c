@@ -28,7 +28,28 @@ static struct {
   bool stopping;
   int exit_code;
   uv_signal_t sigint, sigterm;
+  uv_timer_t stats_timer;
+  bool stats_on;
 } sv;
+
+/* --stats: the counters, one line a second on stderr (and at exit). */
+static void print_stats(void) {
+  ms_stats_t st;
+  ms_stats(sv.ms, &st);
+  fprintf(stderr,
+          "multiserver: stats connections=%llu handshakes=%llu accepted=%llu "
+          "refused_connections=%llu refused_handshakes=%llu refused_per_source=%llu "
+          "handshake_failures=%llu idle_timeouts=%llu\n",
+          (unsigned long long)st.connections, (unsigned long long)st.handshakes,
+          (unsigned long long)st.accepted, (unsigned long long)st.refused_connections,
+          (unsigned long long)st.refused_handshakes, (unsigned long long)st.refused_per_source,
+          (unsigned long long)st.handshake_failures, (unsigned long long)st.idle_timeouts);
+}
+
+static void on_stats(uv_timer_t *t) {
+  (void)t;
+  print_stats();
+}
 
 static void stop_all(void);
 
@@ -159,6 +180,11 @@ static void stop_all(void) {
   sv.stopping = true;
   uv_close((uv_handle_t *)&sv.sigint, NULL);
   uv_close((uv_handle_t *)&sv.sigterm, NULL);
+  if (sv.stats_on) {
+    print_stats();
+    uv_close((uv_handle_t *)&sv.stats_timer, NULL);
+    sv.stats_on = false;
+  }
   if (sv.listener) ms_listener_close(sv.listener, NULL, NULL);
   sv.listener = NULL;
   for (conn_t *c = sv.conns; c; c = c->next) conn_close(c);
@@ -175,6 +201,8 @@ int cli_serve(int argc, char **argv) {
   size_t cap = 1, len = 0;
   static char http_root[PATH_MAX];
   bool have_root = false;
+  int scope = 0;
+  bool stats = false;
   char *joined = calloc(1, 1);
   sv.mode = MODE_BRIDGE;
   for (int i = 1; i < argc; i++) {
@@ -199,6 +227,22 @@ int cli_serve(int argc, char **argv) {
     }
     if (strcmp(argv[i], "--sink") == 0) {
       sv.mode = MODE_SINK;
+      continue;
+    }
+    if (strcmp(argv[i], "--scope") == 0) {
+      const char *v = i + 1 < argc ? argv[++i] : "";
+      scope = strcmp(v, "device") == 0   ? 1
+              : strcmp(v, "local") == 0  ? 3
+              : strcmp(v, "public") == 0 ? 4
+                                         : -1;
+      if (scope < 0) {
+        cli_err("--scope: device, local or public, got \"%s\"", v);
+        return 2;
+      }
+      continue;
+    }
+    if (strcmp(argv[i], "--stats") == 0) {
+      stats = true;
       continue;
     }
     if (argv[i][0] == '-' && argv[i][1] == '-') {
@@ -245,7 +289,20 @@ int cli_serve(int argc, char **argv) {
   uv_signal_init(ms_loop(sv.ms), &sv.sigterm);
   uv_signal_start(&sv.sigint, on_signal, SIGINT);
   uv_signal_start(&sv.sigterm, on_signal, SIGTERM);
-  printf("%s\n", ms_listener_address(sv.listener));
+  if (scope) {
+    /* What a peer in that scope can dial, one line as ever. */
+    char *a = ms_listener_addresses(sv.listener, scope);
+    printf("%s\n", a ? a : "");
+    ms_free(a);
+  } else {
+    printf("%s\n", ms_listener_address(sv.listener));
+  }
+  if (stats) {
+    sv.stats_on = true;
+    uv_timer_init(ms_loop(sv.ms), &sv.stats_timer);
+    uv_timer_start(&sv.stats_timer, on_stats, 1000, 1000);
+    uv_unref((uv_handle_t *)&sv.stats_timer);
+  }
   fflush(stdout);
   ms_run(sv.ms, MS_RUN_DEFAULT);
   cli_stdin_stop();

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <signal.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include "multiserver_plugin.h"
@@ -1888,6 +1889,103 @@ static void test_staggered(void) {
   tu_rmtree(dir);
 }
 
+/* ======================================================================== */
+/* 24. addresses per scope                                                   */
+/* ======================================================================== */
+
+#include <ifaddrs.h>
+
+/* This machine's IPv4 addresses of a scope, as the test sees them. */
+static int count_if_scope(int scope, char *first, size_t len) {
+  struct ifaddrs *ifa, *p;
+  int n = 0;
+  if (getifaddrs(&ifa) != 0) return -1;
+  for (p = ifa; p; p = p->ifa_next) {
+    if (!p->ifa_addr || p->ifa_addr->sa_family != AF_INET) continue;
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &((struct sockaddr_in *)p->ifa_addr)->sin_addr, ip, sizeof ip);
+    const unsigned char *b = (const unsigned char *)&((struct sockaddr_in *)p->ifa_addr)->sin_addr;
+    int sc = b[0] == 127 ? MS_SCOPE_DEVICE
+             : (b[0] == 10 || (b[0] == 172 && (b[1] & 0xf0) == 16) || (b[0] == 192 && b[1] == 168) ||
+                (b[0] == 169 && b[1] == 254))
+                 ? MS_SCOPE_LOCAL
+                 : MS_SCOPE_PUBLIC;
+    if (sc != scope) continue;
+    if (n++ == 0 && first) snprintf(first, len, "%s", ip);
+  }
+  freeifaddrs(ifa);
+  return n;
+}
+
+static void test_scopes(void) {
+  env_t e;
+  env_init(&e, NULL, NULL);
+  tu_accept_t acc = {0};
+  char dir[64], a[512], why[256] = "";
+  snprintf(dir, sizeof dir, "%s", tu_mkdtemp());
+  snprintf(a, sizeof a, "net:0.0.0.0:0~shs;unix:%s/sc.sock~shs;net:127.0.0.1:0", dir);
+  ms_listener_t *l = tu_listen_ok(e.srv, a, tu_on_accept, &acc);
+  if (!l) return;
+  char *dev = ms_listener_addresses(l, MS_SCOPE_DEVICE);
+  char *loc = ms_listener_addresses(l, MS_SCOPE_LOCAL);
+  char *pub = ms_listener_addresses(l, MS_SCOPE_PUBLIC);
+  CHECK(dev && loc && pub);
+  if (dev && loc && pub) {
+    fprintf(stderr, "  device: %s\n  local: %s\n  public: %s\n", dev, loc, pub);
+    CHECK_HAS(dev, "net:127.0.0.1:");
+    CHECK_HAS(dev, "unix:");
+    CHECK(strstr(dev, "0.0.0.0") == NULL && strstr(loc, "0.0.0.0") == NULL &&
+          strstr(pub, "0.0.0.0") == NULL);
+    CHECK(strstr(loc, "unix:") == NULL && strstr(pub, "unix:") == NULL);
+    /* Each address carries its transforms with the server's key, and works. */
+    char key[45];
+    ms_key_to_base64(ms_keys(e.srv)->public_key, key, sizeof key);
+    CHECK_HAS(dev, key);
+    char first[64] = "";
+    int nloc = count_if_scope(MS_SCOPE_LOCAL, first, sizeof first);
+    if (nloc > 0) CHECK_HAS(loc, first);
+    else CHECK(strstr(loc, "net:") == NULL);
+    int npub = count_if_scope(MS_SCOPE_PUBLIC, first, sizeof first);
+    if (npub > 0) CHECK_HAS(pub, first);
+    tu_conn_t r;
+    CHECK_INT(tu_connect(e.cli, dev, &r, NULL), 0);
+    WAIT(&e.loop, r.done, 1, "connect to the device addresses");
+    CHECK_INT(r.status, 0);
+    WAIT(&e.loop, acc.n, 1, "accepted");
+    ms_stream_t *v[2] = {r.s, acc.s[0]};
+    tu_close_streams(&e.loop, v, 2, WAIT_MS);
+  }
+  ms_free(dev);
+  ms_free(loc);
+  ms_free(pub);
+  CHECK(ms_listener_addresses(l, 0) == NULL);
+  tu_close_listener(&e.loop, l, WAIT_MS);
+  /* listen.scopes and listen.external. */
+  ms_popts_t *po;
+  CHECK_INT(ms_popts_new(&po), 0);
+  CHECK_INT(ms_popts_set(po, "listen", "scopes", "public"), 0);
+  CHECK_INT(ms_popts_set(po, "listen", "external", "peer.example.org"), 0);
+  ms_listener_t *l2 = NULL;
+  CHECK_INT(ms_listen_with(e.srv, "net:127.0.0.1:0~shs", po, tu_on_accept, &acc, &l2, why,
+                           sizeof why), 0);
+  if (l2) {
+    char *p2 = ms_listener_addresses(l2, MS_SCOPE_PUBLIC);
+    char *d2 = ms_listener_addresses(l2, MS_SCOPE_DEVICE);
+    CHECK(p2 && strncmp(p2, "net:peer.example.org:", 21) == 0);
+    CHECK(p2 && strstr(p2, "~shs:") != NULL);
+    CHECK_STR(d2, "");
+    ms_free(p2);
+    ms_free(d2);
+    tu_close_listener(&e.loop, l2, WAIT_MS);
+  }
+  CHECK_INT(ms_popts_set(po, "listen", "scope", "x"), 0);
+  CHECK_INT(ms_listen_with(e.srv, "net:127.0.0.1:0", po, tu_on_accept, &acc, &l2, why, sizeof why),
+            MS_EINVAL);
+  ms_popts_free(po);
+  env_done(&e);
+  tu_rmtree(dir);
+}
+
 int main(int argc, char **argv) {
   const tu_test_t tests[] = {
       {"three_stacks", test_three_stacks},
@@ -1913,6 +2011,7 @@ int main(int argc, char **argv) {
       {"noauth_uid", test_noauth_uid},
       {"stream_wrap", test_stream_wrap},
       {"staggered", test_staggered},
+      {"scopes", test_scopes},
   };
   if (sodium_init() < 0) return 1;
   tu_run_tests(tests, sizeof tests / sizeof tests[0], argc, argv);

@@ -395,11 +395,28 @@ def test_gzip(tmp):
     check(r.returncode == 2 and b"no arguments" in r.stderr, f"gzip takes no arguments: {r.stderr!r}")
 
 
+def test_scope_and_stats(tmp):
+    """serve --scope prints what a peer in that scope can dial; --stats logs counters."""
+    s = Server("--echo", "--scope", "device", "--stats", "net:0.0.0.0:0~shs")
+    check(s.address.startswith("net:127.0.0.1:") and "0.0.0.0" not in s.address,
+          f"--scope device lists loopback, never 0.0.0.0: {s.address!r}")
+    r = connect(s.address, b"scoped")
+    check(r.returncode == 0 and r.stdout == b"scoped", f"the device address works: {r.stderr!r}")
+    time.sleep(1.2)
+    rc, _, err = s.stop()
+    check(re.search(r"stats connections=\d+ handshakes=\d+ accepted=1 ", err) is not None,
+          f"--stats lines on stderr: {err[-400:]!r}")
+    r = subprocess.run([MS, "serve", "--scope", "galaxy", "net:127.0.0.1:0"], capture_output=True,
+                       timeout=10)
+    check(r.returncode == 2 and b"device, local or public" in r.stderr, f"bad --scope: {r.stderr!r}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         for t in [test_address, test_three_stacks_echo, test_concurrent, test_errors,
                   test_keys_and_authorize, test_sink, test_bridge, test_options_and_noauth,
-                  test_demo, test_shs_and_noise, test_gzip, test_ws]:
+                  test_demo, test_shs_and_noise, test_gzip, test_ws,
+                  test_scope_and_stats]:
             try:
                 t(tmp) if t.__code__.co_argcount else t()
             except Exception as e:  # a crash or timeout in a test is a failure

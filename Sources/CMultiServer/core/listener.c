@@ -9,6 +9,7 @@
 
 #include "internal.h"
 #include "address.h"
+#include "netaddr.h"
 
 struct ms_plisten_s {
   ms_listener_t *l;
@@ -233,6 +234,115 @@ void ms_listener_on_error(ms_listener_t *l, ms_listen_error_cb cb, void *arg) {
 
 const char *ms_listener_address(const ms_listener_t *l) {
   return l->address ? l->address : "";
+}
+
+/* ---- addresses per scope ------------------------------------------------ */
+
+/* Which scopes a stack serves: listen.scopes, else what its listen section
+ * says (a wildcard net host serves every scope its interfaces have). */
+static unsigned stack_scopes(const ms_listener_t *l, const ms_plisten_t *pl, bool *wild) {
+  const ms_section_t *sec = &pl->stack.secs[0];
+  *wild = false;
+  if (strcmp(sec->name, "net") == 0 && sec->nfields >= 2) {
+    const char *h = sec->fields[0];
+    *wild = sec->nfields == 2 &&
+            (strcmp(h, "0.0.0.0") == 0 || strcmp(h, "::") == 0 || strcmp(h, "[::]") == 0);
+    if (sec->nfields > 2) { /* bare IPv6: every field but the port is host */
+      bool zeros = true;
+      for (size_t i = 0; i + 1 < sec->nfields; i++)
+        if (sec->field_lens[i] != 0) zeros = false;
+      *wild = zeros;
+    }
+  }
+  const char *opt = ms_popts_get(l->opts, "listen", "scopes");
+  if (opt) {
+    unsigned set = 0;
+    if (strstr(opt, "device")) set |= 1u << MS_SCOPE_DEVICE;
+    if (strstr(opt, "local")) set |= 1u << MS_SCOPE_LOCAL;
+    if (strstr(opt, "public")) set |= 1u << MS_SCOPE_PUBLIC;
+    return set;
+  }
+  if (*wild) return (1u << MS_SCOPE_DEVICE) | (1u << MS_SCOPE_LOCAL) | (1u << MS_SCOPE_PUBLIC);
+  int sc = ms__transport_scope(&pl->stack.protos[0]->proto, sec, pl->stack.protos[0]->pdata);
+  if (sc == MS_SCOPE_LOOPBACK) sc = MS_SCOPE_DEVICE;
+  return 1u << sc;
+}
+
+static int append(char **buf, size_t *len, size_t *cap, const char *s) {
+  size_t n = strlen(s);
+  if (*len + n + 2 > *cap) {
+    size_t nc = 2 * (*len + n + 2);
+    char *b = realloc(*buf, nc);
+    if (b == NULL) return MS_ENOMEM;
+    *buf = b;
+    *cap = nc;
+  }
+  if (*len) (*buf)[(*len)++] = ';';
+  memcpy(*buf + *len, s, n + 1);
+  *len += n;
+  return 0;
+}
+
+char *ms_listener_addresses(const ms_listener_t *l, int scope) {
+  if (l == NULL) return NULL;
+  if (scope == MS_SCOPE_LOOPBACK) scope = MS_SCOPE_DEVICE;
+  if (scope < MS_SCOPE_DEVICE || scope > MS_SCOPE_PUBLIC) return NULL;
+  size_t len = 0, cap = 256;
+  char *buf = malloc(cap);
+  if (buf == NULL) return NULL;
+  buf[0] = '\0';
+  const char *external = ms_popts_get(l->opts, "listen", "external");
+  int rc = 0;
+  for (size_t i = 0; i < l->n && rc == 0; i++) {
+    const ms_plisten_t *pl = &l->pls[i];
+    bool wild;
+    if (!(stack_scopes(l, pl, &wild) & (1u << scope))) continue;
+    const char *adv = pl->advertised ? pl->advertised : "";
+    const char *tail = strchr(adv, '~');
+    if (tail == NULL) tail = "";
+    const char *port = pl->tsection ? strrchr(pl->tsection, ':') : NULL;
+    if (scope == MS_SCOPE_PUBLIC && external && port &&
+        strcmp(pl->stack.secs[0].name, "net") == 0) {
+      char one[1024];
+      snprintf(one, sizeof one, "net:%s%s%s", external, port, tail);
+      rc = append(&buf, &len, &cap, one);
+      continue;
+    }
+    if (!wild || port == NULL) {
+      rc = append(&buf, &len, &cap, adv);
+      continue;
+    }
+    /* A wildcard host: this machine's interface addresses of that scope,
+     * read now (an interface change shows on the next call). */
+    bool v6 = strchr(pl->stack.secs[0].fields[0], ':') != NULL || pl->stack.secs[0].nfields > 2;
+    uv_interface_address_t *ifs;
+    int n;
+    if (uv_interface_addresses(&ifs, &n) != 0) continue;
+    for (int k = 0; k < n && rc == 0; k++) {
+      char ip[INET6_ADDRSTRLEN];
+      int fam = ifs[k].address.address4.sin_family;
+      if (fam == AF_INET)
+        uv_ip4_name(&ifs[k].address.address4, ip, sizeof ip);
+      else if (fam == AF_INET6 && v6)
+        uv_ip6_name(&ifs[k].address.address6, ip, sizeof ip);
+      else
+        continue;
+      char *pct = strchr(ip, '%');
+      if (pct) *pct = '\0'; /* zones are not printed */
+      int sc = ms__host_scope(ip);
+      if (sc == MS_SCOPE_LOOPBACK) sc = MS_SCOPE_DEVICE;
+      if (sc != scope) continue;
+      char one[1024];
+      snprintf(one, sizeof one, "net:%s%s%s", ip, port, tail);
+      if (strstr(buf, one) == NULL) rc = append(&buf, &len, &cap, one);
+    }
+    uv_free_interface_addresses(ifs, n);
+  }
+  if (rc != 0) {
+    free(buf);
+    return NULL;
+  }
+  return buf;
 }
 
 /* Advertised form of one stack: transport section + each transform's. */

@@ -139,6 +139,12 @@ int ms__popts_check(const ms_popts_t *o, const ms_stack_t *st, char *reason,
                     size_t reason_len) {
   if (o == NULL) return 0;
   for (size_t i = 0; i < o->n; i++) {
+    if (strcmp(o->proto[i], "listen") == 0 && strcmp(o->key[i], "scopes") != 0 &&
+        strcmp(o->key[i], "external") != 0) {
+      ms__reason(reason, reason_len, "option listen.%s: unknown (known: scopes, external)",
+                 o->key[i]);
+      return MS_EINVAL;
+    }
     if (strcmp(o->proto[i], "limits") != 0) continue;
     bool known = false;
     for (const char *const *k = limit_keys; *k && !known; k++)
