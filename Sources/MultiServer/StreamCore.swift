@@ -159,6 +159,9 @@ final class StreamCore: @unchecked Sendable {
 
     // MARK: writes (loop thread)
 
+    /// Loop thread: bytes the C core accepted and has not completed.
+    func writeQueueSizeOnLoop() -> Int { closed ? 0 : ms_stream_write_queue_size(stream) }
+
     func writeOnLoop(_ bytes: [UInt8], _ done: CheckedContinuation<Void, any Error>) {
         guard !closing else {
             done.resume(throwing: MultiServerError.closed.during(.write))
