@@ -72,7 +72,10 @@ final class EventLoop: @unchecked Sendable {
     init(keys: KeyPair?, appKey: AppKey, handshakeTimeoutMs: UInt32, connectTimeoutMs: UInt32,
          allowRemoteNoauth: Bool,
          authorize: AuthorizeHook?) throws(MultiServerError) {
-        let authorizer = authorize.map(Authorizer.init)
+        // The hook's task is cancelled once the handshake is over: the C core
+        // gives up after the handshake timeout (0: its default of 15 s).
+        let limit = Duration.milliseconds(handshakeTimeoutMs == 0 ? 15_000 : Int64(handshakeTimeoutMs))
+        let authorizer = authorize.map { Authorizer($0, handshakeTimeout: limit) }
         var opts = ms_options_t()
         ms_options_init(&opts)
         opts.handshake_timeout_ms = handshakeTimeoutMs
@@ -310,11 +313,16 @@ final class AuthorizationBox: Sendable {
 /// `boxesHeldByCore` are guarded by their locks.
 final class Authorizer: @unchecked Sendable {
     let decide: AuthorizeHook
+    /// After this the handshake has ended (timed out) whatever the hook does.
+    let handshakeTimeout: Duration
     private let loop = Locked<EventLoop?>(nil)
     /// Boxes handed to the C core and not yet given back through authorize_free.
     private let boxesHeldByCore = Locked(0)
 
-    init(_ decide: @escaping AuthorizeHook) { self.decide = decide }
+    init(_ decide: @escaping AuthorizeHook, handshakeTimeout: Duration) {
+        self.decide = decide
+        self.handshakeTimeout = handshakeTimeout
+    }
 
     func attach(_ loop: EventLoop) { self.loop.withLock { $0 = loop } }
     /// Breaks the EventLoop ↔ Authorizer cycle after ms_delete.
@@ -348,13 +356,26 @@ final class Authorizer: @unchecked Sendable {
         let id = ObjectIdentifier(request)
         loop.registry.authorizations[id] = request
         let decide = self.decide
-        Task {
-            let decision = await decide(remoteKey)
+        let timeout = handshakeTimeout
+        // The hook runs in a task that is cancelled when its handshake is
+        // over: at shutdown (Registry.closeAll) or once the handshake timed
+        // out; a hook that checks for cancellation stops early then.
+        request.task = Task {
+            let decision = await withTaskGroup(of: AuthorizeDecision?.self) { group in
+                group.addTask { await decide(remoteKey) }
+                group.addTask {
+                    try? await Task.sleep(for: timeout)
+                    return nil
+                }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first
+            }
             // Answer on the loop, unless shutdown already answered (rejected) it.
             // If the loop is gone, the decision (and its value) is simply dropped.
             loop.execute {
                 guard let pending = loop.registry.authorizations.removeValue(forKey: id) else { return }
-                pending.answerOnLoop(decision)
+                pending.answerOnLoop(decision ?? .refuse)
             }
         }
     }
@@ -367,6 +388,9 @@ final class Authorizer: @unchecked Sendable {
 final class AuthorizeRequest: @unchecked Sendable {
     private var req: OpaquePointer?
     private let authorizer: Authorizer
+    /// The task running the hook, cancelled when the request is answered
+    /// by someone else (shutdown).
+    var task: Task<Void, Never>?
 
     init(_ req: OpaquePointer, authorizer: Authorizer) {
         self.req = req
@@ -374,6 +398,8 @@ final class AuthorizeRequest: @unchecked Sendable {
     }
 
     func answerOnLoop(_ decision: AuthorizeDecision) {
+        task?.cancel()
+        task = nil
         guard let req else { return }
         self.req = nil
         switch decision {
