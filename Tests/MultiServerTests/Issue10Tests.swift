@@ -1,5 +1,8 @@
 import Testing
 @testable import MultiServer
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Issue 10, Swift part: one test per defect, each failing before its fix.
 @Suite(.timeLimit(.minutes(2)))
@@ -131,3 +134,97 @@ struct Issue10Tests {
         #expect(arrays.isEmpty)
     }
 }
+
+#if os(Linux)
+/// The inodes of the TCP sockets whose local or remote port is `port`
+/// (/proc/self/net/tcp and tcp6), so that counting them in /proc/self/fd
+/// sees this test's sockets only, whatever other tests run meanwhile.
+func tcpSocketInodes(port: Int) -> Set<String> {
+    var inodes: Set<String> = []
+    let hex = String(port, radix: 16, uppercase: true)
+    let hexPort = String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        guard let file = fopen(table, "r") else { continue }
+        defer { fclose(file) }
+        var line: UnsafeMutablePointer<CChar>?
+        var cap = 0
+        while getline(&line, &cap, file) > 0 {
+            let fields = String(cString: line!).split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count > 9, fields[0] != "sl" else { continue }
+            let local = fields[1].split(separator: ":").last, remote = fields[2].split(separator: ":").last
+            if local == Substring(hexPort) || remote == Substring(hexPort) { inodes.insert(String(fields[9])) }
+        }
+        free(line)
+    }
+    return inodes
+}
+
+/// How many of this process's fds are sockets with one of these inodes.
+func openFDs(amongSockets inodes: Set<String>) -> Int {
+    guard let dir = opendir("/proc/self/fd") else { return -1 }
+    defer { closedir(dir) }
+    var count = 0
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        var target = [CChar](repeating: 0, count: 256)
+        let n = readlink("/proc/self/fd/" + name, &target, target.count - 1)
+        guard n > 0 else { continue }
+        let link = String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if link.hasPrefix("socket:["), inodes.contains(String(link.dropFirst(8).dropLast())) { count += 1 }
+    }
+    return count
+}
+
+extension Issue10Tests {
+    /// The README's echo (scoped): each served connection is closed when its
+    /// handler returns, the listener and the multiserver when their scopes
+    /// end, and a handler that captures its multiserver does not keep it
+    /// alive. The old README handler (a Task, no close) left 21 fds open
+    /// after 20 clients.
+    @Test func scopedServerFreesItsConnections() async throws {
+        weak var weakServer: MultiServer?
+        var port = 0
+        var inodes: Set<String> = []
+        try await MultiServer.withMultiServer(keys: .generate()) { ms in
+            weakServer = ms
+            try await ms.withListener(["net:127.0.0.1:0~shs"]) { conn in
+                _ = ms.id  // captures its multiserver
+                for try await chunk in conn { try await conn.write(chunk) }
+                try await conn.shutdownWrite()
+            } body: { server in
+                port = Issue10Tests.port(of: server.address)
+                try await MultiServer.withMultiServer { client in
+                    for i in 0..<20 {
+                        try await client.withConnection(to: server.address) { conn in
+                            try await conn.write("ping \(i)".utf8)
+                            try await conn.shutdownWrite()
+                            var reply: [UInt8] = []
+                            for try await chunk in conn { reply += chunk }
+                            #expect(reply == Array("ping \(i)".utf8))
+                        }
+                    }
+                }
+                // Every served connection closed by now (or in a moment):
+                // only the listening socket is left.
+                var open = Int.max
+                for _ in 0..<50 {
+                    inodes.formUnion(tcpSocketInodes(port: port))
+                    open = openFDs(amongSockets: inodes)
+                    if open <= 1 { break }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(open == 1, "\(open) sockets open on port \(port) while serving")
+            }
+            // The listener is closed.
+            #expect(openFDs(amongSockets: inodes.union(tcpSocketInodes(port: port))) == 0)
+        }
+        #expect(openFDs(amongSockets: inodes.union(tcpSocketInodes(port: port))) == 0)
+        #expect(weakServer == nil, "the multiserver outlived its scope")
+    }
+
+    static func port(of address: String) -> Int {
+        let transport = address.split(separator: "~").first.map(String.init) ?? address
+        return transport.split(separator: ":").last.flatMap { Int($0) } ?? 0
+    }
+}
+#endif
