@@ -200,7 +200,8 @@ public final class Connection: Sendable {
 
     /// Runs body with this connection, then closes it, whether body returned
     /// or threw (in the manner of swift-nio's `NIOAsyncChannel.executeThenClose`).
-    public func executeThenClose<Result: Sendable>(
+    public func executeThenClose<Result>(
+        isolation: isolated (any Actor)? = #isolation,
         _ body: (Connection) async throws -> Result
     ) async throws -> Result {
         let result: Result

@@ -253,22 +253,24 @@ public final class MultiServer: Sendable {
     /// The parameters are those of
     /// ``init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorize:)``;
     /// it throws when the C multiserver cannot be created.
-    public static func withMultiServer<Result: Sendable>(
+    public static func withMultiServer<Result>(
         keys: KeyPair? = nil, appKey: AppKey = .scuttlebutt,
         handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
         allowRemoteNoauth: Bool = false,
         authorize: (@Sendable ([UInt8]) async -> Bool)? = nil,
+        isolation: isolated (any Actor)? = #isolation,
         _ body: (MultiServer) async throws -> Result
     ) async throws -> Result {
         let ms = try MultiServer(throwing: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
                                  connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth,
                                  authorize: authorize)
-        return try await ms.executeThenShutdown(body)
+        return try await ms.executeThenShutdown(isolation: isolation, body)
     }
 
     /// Runs body with this multiserver, then shuts it down, whether body
     /// returned or threw.
-    public func executeThenShutdown<Result: Sendable>(
+    public func executeThenShutdown<Result>(
+        isolation: isolated (any Actor)? = #isolation,
         _ body: (MultiServer) async throws -> Result
     ) async throws -> Result {
         let result: Result
@@ -285,11 +287,12 @@ public final class MultiServer: Sendable {
     /// Connects, runs body with the connection, then closes it, whether body
     /// returned or threw. Throws what ``connect(_:options:)`` throws, or
     /// what body throws.
-    public func withConnection<Result: Sendable>(
+    public func withConnection<Result>(
         to address: String, options: [String: String] = [:],
+        isolation: isolated (any Actor)? = #isolation,
         _ body: (Connection) async throws -> Result
     ) async throws -> Result {
-        try await connect(address, options: options).executeThenClose(body)
+        try await connect(address, options: options).executeThenClose(isolation: isolation, body)
     }
 
     /// Listens, serves every incoming connection with handler, and runs body
@@ -309,10 +312,11 @@ public final class MultiServer: Sendable {
     ///     }
     ///
     /// The parameters are those of ``listen(_:options:onError:onConnection:)``.
-    public func withListener<Result: Sendable>(
+    public func withListener<Result>(
         _ addresses: [String], options: [String: String] = [:],
         onError: (@Sendable (MultiServerError) -> Void)? = nil,
         handler: @escaping @Sendable (Connection) async throws -> Void,
+        isolation: isolated (any Actor)? = #isolation,
         body: (Listener) async throws -> Result
     ) async throws -> Result {
         let (incoming, feed) = AsyncStream<Connection>.makeStream()
