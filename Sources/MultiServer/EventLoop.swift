@@ -62,6 +62,11 @@ final class EventLoop: @unchecked Sendable {
 
     private enum Shutdown { case idle, inProgress([@Sendable () -> Void]), done }
     private let shutdownState = Locked<Shutdown>(.idle)
+    /// Objects the C core points into until ms_delete (Swift protocols'
+    /// registrations); dropped with the EventLoop.
+    private let kept = Locked<[any Sendable]>([])
+    func keepAlive(_ object: any Sendable) { kept.withLock { $0.append(object) } }
+
     /// What ms_delete returned (0 when the C core had nothing left alive).
     let deleteStatus = Locked<Int32?>(nil)
 
