@@ -19,6 +19,11 @@ import PackageDescription
 let strict = Context.environment["MULTISERVER_STRICT"] == "1"
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)] + (strict ? [.treatAllWarnings(as: .error)] : [])
 
+// The DocC plugin only when building the documentation
+// (MULTISERVER_DOCS=1 swift package generate-documentation --target MultiServer),
+// so that path-dependency users never have to resolve it.
+let docs = Context.environment["MULTISERVER_DOCS"] == "1"
+
 let package = Package(
     name: "multiserver",
     // Duration (macOS 13), discarding task groups (macOS 14) and the
@@ -28,6 +33,7 @@ let package = Package(
         .library(name: "MultiServer", targets: ["MultiServer"]),
         .executable(name: "multiserver", targets: ["MultiServerCLI"]),
     ],
+    dependencies: docs ? [.package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0")] : [],
     targets: [
         .target(
             name: "CMultiServer",

@@ -8,16 +8,16 @@ internal import CMultiServer
 /// loop share it, so the later one continues where the first stopped. Only
 /// one task may iterate at a time (a second, concurrent one gets
 /// ``MultiServerError/busy``). Reading stops while the consumer lags. Write
-/// with ``write(_:)``, which waits while the connection is above its
+/// with ``write(_:)-([UInt8])``, which waits while the connection is above its
 /// high-water mark.
 ///
 ///     try await connection.executeThenClose { connection in
 ///         for try await chunk in connection { try await connection.write(chunk) }
 ///     }
 ///
-/// Prefer the scoped forms (``executeThenClose(_:)``,
-/// ``MultiServer/withConnection(to:options:_:)``,
-/// ``MultiServer/withListener(_:options:onError:handler:body:)``), which close
+/// Prefer the scoped forms (``executeThenClose(isolation:_:)``,
+/// ``MultiServer/withConnection(to:options:isolation:_:)``,
+/// ``MultiServer/withListener(_:options:onError:handler:isolation:body:)``), which close
 /// the connection when their closure returns; otherwise call ``close()``.
 /// ``MultiServer/shutdown()`` closes whatever is left.
 public final class Connection: Sendable {
@@ -166,7 +166,7 @@ public final class Connection: Sendable {
 
     /// Ends the write side once every earlier write has completed
     /// (transforms send their end marker, e.g. the box-stream goodbye). The
-    /// read side stays open. Cancellation behaves as for ``write(_:)``.
+    /// read side stays open. Cancellation behaves as for ``write(_:)-([UInt8])``.
     /// The corresponding C function is `ms_stream_shutdown`.
     public func shutdownWrite() async throws {
         let core = self.core

@@ -180,6 +180,7 @@ public final class MultiServer: Sendable {
     /// Port 0 picks a free port; ``Listener/address`` tells which.
     ///
     /// - Parameters:
+    ///   - addresses: the multiaddresses to listen on.
     ///   - onError: called (on the loop thread) for a failure that does not
     ///     stop the listener, e.g. an incoming connection whose handshake
     ///     failed.
@@ -385,7 +386,7 @@ public final class MultiServer: Sendable {
 extension MultiServer {
     /// An `shs` authorization hook's answer about one client (see
     /// ``MultiServer/init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorization:)``):
-    /// ``refuse``, or ``accept(_:)`` with the value to attach to the connection.
+    /// ``refuse``, or ``accept(_:)-(Sendable)`` with the value to attach to the connection.
     ///
     /// ```swift
     /// guard let peer = await peers.lookUp(remoteKey) else { return .refuse }

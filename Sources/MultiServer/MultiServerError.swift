@@ -34,9 +34,9 @@ import Darwin
 /// untyped `throws`, deliberately and everywhere: with Swift 6.3.1 a typed
 /// `throws(MultiServerError)` makes the compiler crash (SILGen ownership
 /// verifier) on the common `catch let error as MultiServerError` in callers. The scoped helpers
-/// (``MultiServer/withMultiServer(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorize:_:)``,
-/// ``MultiServer/withListener(_:options:onError:handler:body:)``,
-/// ``Connection/executeThenClose(_:)``) rethrow what their closures throw.
+/// (``MultiServer/withMultiServer(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorize:isolation:_:)``,
+/// ``MultiServer/withListener(_:options:onError:handler:isolation:body:)``,
+/// ``Connection/executeThenClose(isolation:_:)``) rethrow what their closures throw.
 public struct MultiServerError: Error, Hashable, CustomStringConvertible, Sendable {
     /// What this module was doing when the error happened.
     ///
