@@ -388,7 +388,8 @@ final class Authorizer: @unchecked Sendable {
 
 /// One pending ms_authorize_t, answered exactly once.
 ///
-/// `@unchecked Sendable`, loop-confined: `req` is used only on the loop thread
+/// `@unchecked Sendable`, loop-confined: `req` and `task` are used only on the
+/// loop thread (`task` is set in `Authorizer.request`, on the loop)
 /// (the object itself only travels through Sendable closures as an identity).
 final class AuthorizeRequest: @unchecked Sendable {
     private var req: OpaquePointer?

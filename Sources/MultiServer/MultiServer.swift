@@ -208,7 +208,8 @@ public final class MultiServer: Sendable {
             onConnection(Connection(owner: self, core: stream))
         }, onError: onError)
         guard let result = loop.sync({ core.listenOnLoop(address, options: options) }) else {
-            throw MultiServerError.closed.during(.listen)
+            throw MultiServerError(rawValue: MultiServerError.closed.rawValue,
+                                   reason: "the multiserver was shut down", stage: .listen)
         }
         let advertised = try result.get()
         return Listener(owner: self, core: core, address: advertised)

@@ -106,6 +106,39 @@ struct Issue10Tests {
         await server.shutdown()
     }
 
+    /// A shutdown queued behind a blocked write returns soon after its task
+    /// is cancelled, as the write does; listen after shutdown says why.
+    @Test func cancelledShutdownReturns() async throws {
+        let server = MultiServer()
+        let client = MultiServer()
+        let listener = try server.listen(["net:127.0.0.1:0"]) { _ in }
+        let conn = try await client.connect(listener.address)
+        let big = [UInt8](repeating: 1, count: 64 << 20)
+        let writer = Task { try await conn.write(big) }
+        try await Task.sleep(for: .milliseconds(200))
+        let shutter = Task { try await conn.shutdownWrite() }
+        try await Task.sleep(for: .milliseconds(200))
+        let start = ContinuousClock.now
+        shutter.cancel()
+        let result = await shutter.result
+        #expect(ContinuousClock.now - start < .seconds(1))
+        if case .failure(let error) = result {
+            #expect(MultiServerError.canceled ~= error, "\(error)")
+        } else {
+            Issue.record("the shutdown completed")
+        }
+        _ = await writer.result
+        await client.shutdown()
+        await server.shutdown()
+        do {
+            _ = try server.listen(["net:127.0.0.1:0"]) { _ in }
+            Issue.record("listened after shutdown")
+        } catch let error as MultiServerError {
+            #expect(error == .closed)
+            #expect(error.reason == "the multiserver was shut down")
+        }
+    }
+
     /// The authorize hook's task is cancelled once its handshake is over
     /// (here: timed out).
     @Test func authorizeTaskIsCancelledWhenTheHandshakeEnds() async throws {
