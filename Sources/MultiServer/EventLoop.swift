@@ -364,23 +364,27 @@ final class Authorizer: @unchecked Sendable {
         let timeout = handshakeTimeout
         // The hook runs in a task that is cancelled when its handshake is
         // over: at shutdown (Registry.closeAll) or once the handshake timed
-        // out; a hook that checks for cancellation stops early then.
+        // out (the multiserver's handshakeTimeout; a longer per-stack
+        // shs.handshake_timeout_ms is not known here). The answer is still
+        // whatever the hook returns; a hook that checks for cancellation
+        // just returns sooner.
         request.task = Task {
-            let decision = await withTaskGroup(of: AuthorizeDecision?.self) { group in
-                group.addTask { await decide(remoteKey) }
-                group.addTask {
-                    try? await Task.sleep(for: timeout)
-                    return nil
-                }
-                let first = await group.next() ?? nil
-                group.cancelAll()
-                return first
+            let deciding = Task { await decide(remoteKey) }
+            let timer = Task {
+                try await Task.sleep(for: timeout)
+                deciding.cancel()
             }
+            let decision = await withTaskCancellationHandler {
+                await deciding.value
+            } onCancel: {
+                deciding.cancel()
+            }
+            timer.cancel()
             // Answer on the loop, unless shutdown already answered (rejected) it.
             // If the loop is gone, the decision (and its value) is simply dropped.
             loop.execute {
                 guard let pending = loop.registry.authorizations.removeValue(forKey: id) else { return }
-                pending.answerOnLoop(decision ?? .refuse)
+                pending.answerOnLoop(decision)
             }
         }
     }

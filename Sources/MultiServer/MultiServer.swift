@@ -303,8 +303,9 @@ public final class MultiServer: Sendable {
     /// accepted here is closed before this returns.
     ///
     /// Each connection gets its own child task running handler, and is
-    /// closed when handler returns or throws (an error goes to onError, with
-    /// the stage ``MultiServerError/Stage/accept`` unless it has one).
+    /// closed when handler returns or throws (an error other than
+    /// ``MultiServerError/canceled`` goes to onError, with the stage
+    /// ``MultiServerError/Stage/accept`` unless it has one).
     ///
     ///     try await ms.withListener(["net:127.0.0.1:0~shs"]) { conn in
     ///         for try await chunk in conn { try await conn.write(chunk) }  // echo
@@ -334,7 +335,9 @@ public final class MultiServer: Sendable {
                         do {
                             try await conn.executeThenClose { try await handler($0) }
                         } catch {
-                            onError?(MultiServerError.from(error, .accept))
+                            // Cancellation at the end of the scope is not news.
+                            let failure = MultiServerError.from(error, .accept)
+                            if failure != .canceled { onError?(failure) }
                         }
                         accepted.withLock { $0[ObjectIdentifier(conn)] = nil }
                     }
