@@ -151,6 +151,7 @@ swift-test:
 	swift build
 	swift test
 	swift test --sanitize=thread --disable-xctest
+	Tests/consumer/run.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -3,17 +3,38 @@ internal import CMultiServer
 /// One established duplex byte stream (after its handshakes), incoming or
 /// outgoing.
 ///
-/// Read either with ``onData(_:)`` (closure per chunk) or with ``bytes`` (an
-/// async sequence of chunks), not both at once. Write with ``write(_:)``.
-/// Close it when done; ``MultiServer/shutdown()`` closes whatever is left.
+/// A connection is an `AsyncSequence` of the chunks it receives, with one
+/// inbound buffer for its whole life: a loop that stops early and a later
+/// loop share it, so the later one continues where the first stopped. Only
+/// one task may iterate at a time (a second, concurrent one gets
+/// ``MultiServerError/busy``). Reading stops while the consumer lags. Write
+/// with ``write(_:)-([UInt8])``, which waits while the connection is above its
+/// high-water mark.
+///
+///     try await connection.executeThenClose { connection in
+///         for try await chunk in connection { try await connection.write(chunk) }
+///     }
+///
+/// Prefer the scoped forms (``executeThenClose(isolation:_:)``,
+/// ``MultiServer/withConnection(to:options:isolation:_:)``,
+/// ``MultiServer/withListener(_:options:onError:handler:isolation:body:)``), which close
+/// the connection when their closure returns; otherwise call ``close()``.
+/// ``MultiServer/shutdown()`` closes whatever is left.
 public final class Connection: Sendable {
     let owner: MultiServer
     let core: StreamCore
+    /// The one inbound buffer (see the type's documentation).
+    let inbound: ChunkQueue
 
     init(owner: MultiServer, core: StreamCore) {
         self.owner = owner
         self.core = core
+        self.inbound = ChunkQueue(core: core)
     }
+
+    /// Ids for writes and shutdowns, so that a cancellation finds its request.
+    private static let requestIDs = Locked<UInt64>(0)
+    private static func nextRequestID() -> UInt64 { requestIDs.withLock { $0 += 1; return $0 } }
 
     /// The multiserver this connection belongs to.
     public var multiServer: MultiServer { owner }
@@ -77,18 +98,53 @@ public final class Connection: Sendable {
     /// The corresponding C function is `ms_stream_stack`.
     public var stack: String? { core.stack }
 
-    /// Writes bytes (copied) and returns once the C core has completed the
-    /// write, which gives natural backpressure. Throws when the stream failed,
-    /// was closed (``MultiServerError/closed``; ``MultiServerError/canceled``
-    /// for a write still queued when it closed) or its write side was shut
-    /// down. The corresponding C function is `ms_stream_write`.
+    /// Writes bytes and returns once the C core has completed the write.
+    ///
+    /// While the connection is at or above its high-water mark (1 MiB by
+    /// default: `ms_stream_writable`), the write waits, without copying the
+    /// bytes, until the C stream drains (`ms_stream_on_drain`); writes from
+    /// several tasks go out whole and in the order they arrived.
+    ///
+    /// Throws ``MultiServerError/closed`` once the connection is closed,
+    /// ``MultiServerError/canceled`` for a write still queued when it closed
+    /// or when the task is cancelled (a write still waiting is withdrawn and
+    /// nothing of it is sent; one the C core already has cannot be, so the
+    /// connection is closed), ``MultiServerError/writeShutDown`` after
+    /// ``shutdownWrite()``, or the stream's error.
+    /// The corresponding C functions are `ms_stream_write`, `ms_stream_writable`
+    /// and `ms_stream_on_drain`.
     public func write(_ bytes: [UInt8]) async throws {
         guard !bytes.isEmpty else { return }
         let core = self.core
-        try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
-            if !core.loop.execute({ core.writeOnLoop(bytes, done) }) {
-                done.resume(throwing: MultiServerError.closed.during(.write))
+        let id = Self.nextRequestID()
+        try await Self.outbound(core, id: id, stage: .write) { done in
+            core.writeOnLoop(id: id, bytes, done)
+        }
+    }
+
+    /// Writes the bytes of a sequence (`conn.write("hello".utf8)`).
+    public func write(_ bytes: some Sequence<UInt8>) async throws {
+        try await write(Array(bytes))
+    }
+
+    /// Runs a write or a shutdown on the loop, withdrawing it when the task is cancelled.
+    private static func outbound(_ core: StreamCore, id: UInt64, stage: MultiServerError.Stage,
+                                 _ start: @escaping @Sendable (CheckedContinuation<Void, any Error>) -> Void)
+        async throws(MultiServerError) {
+        do {
+            try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+                    if Task.isCancelled {
+                        done.resume(throwing: MultiServerError.canceled.during(stage))
+                    } else if !core.loop.execute({ start(done) }) {
+                        done.resume(throwing: MultiServerError.closed.during(stage))
+                    }
+                }
+            } onCancel: {
+                core.loop.execute { core.cancelOnLoop(id: id) }
             }
+        } catch {
+            throw MultiServerError.from(error, stage)
         }
     }
 
@@ -104,37 +160,107 @@ public final class Connection: Sendable {
         }
     }
 
-    /// The incoming bytes as an async sequence of chunks. Reading starts with
-    /// the first iteration; the sequence ends at the clean end (the remote
-    /// finished writing) and throws on an error. At most about 1 MiB is
-    /// buffered: reading pauses (`ms_stream_read_stop`) while the consumer
-    /// lags and resumes when it catches up. Use one sequence at a time.
-    /// The corresponding C functions are `ms_stream_read_start` and `ms_stream_read_stop`.
-    public var bytes: AsyncThrowingStream<[UInt8], any Error> {
-        let queue = ChunkQueue(core: core)
-        return AsyncThrowingStream(unfolding: { try await queue.next() })
-    }
+    /// The connection itself, for code written against earlier versions:
+    /// iterating it is iterating the connection (the same inbound buffer).
+    public var bytes: Connection { self }
 
     /// Ends the write side once every earlier write has completed
     /// (transforms send their end marker, e.g. the box-stream goodbye). The
-    /// read side stays open. The corresponding C function is `ms_stream_shutdown`.
+    /// read side stays open. Cancellation behaves as for ``write(_:)-([UInt8])``.
+    /// The corresponding C function is `ms_stream_shutdown`.
     public func shutdownWrite() async throws {
         let core = self.core
-        try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
-            if !core.loop.execute({ core.shutdownOnLoop(done) }) {
-                done.resume(throwing: MultiServerError.closed.during(.shutdown))
-            }
+        let id = Self.nextRequestID()
+        try await Self.outbound(core, id: id, stage: .shutdown) { done in
+            core.shutdownOnLoop(id: id, done)
         }
     }
 
     /// Closes the connection now (writes still queued fail with
     /// ``MultiServerError/canceled``) and returns once the C core has released
-    /// it. Calling it again is harmless. The corresponding C function is
-    /// `ms_stream_close`.
+    /// it, or at once when the task is cancelled (the close goes on). Calling
+    /// it again is harmless. The corresponding C function is `ms_stream_close`.
     public func close() async {
         let core = self.core
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            if !core.loop.execute({ core.closeOnLoop(done) }) { done.resume() }
+        let finished = OnceSignal()
+        await withTaskCancellationHandler {
+            await finished.wait {
+                if !core.loop.execute({ core.closeOnLoop { finished.fire() } }) { finished.fire() }
+            }
+        } onCancel: {
+            finished.fire()
+        }
+    }
+
+    /// Starts closing without waiting (from synchronous code).
+    func closeSoon() {
+        let core = self.core
+        core.loop.execute { core.closeOnLoop(nil) }
+    }
+
+    /// Runs body with this connection, then closes it, whether body returned
+    /// or threw (in the manner of swift-nio's `NIOAsyncChannel.executeThenClose`).
+    public func executeThenClose<Result>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (Connection) async throws -> Result
+    ) async throws -> Result {
+        let result: Result
+        do {
+            result = try await body(self)
+        } catch {
+            await close()
+            throw error
+        }
+        await close()
+        return result
+    }
+}
+
+extension Connection: AsyncSequence {
+    public typealias Element = [UInt8]
+    /// Untyped, as every throwing API of this module (see ``MultiServerError``);
+    /// what it throws is always a `MultiServerError`.
+    public typealias Failure = any Error
+
+    /// Iterates the connection's one inbound buffer.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let inbound: ChunkQueue
+
+        public mutating func next() async throws -> [UInt8]? {
+            try await inbound.next()
+        }
+
+        public mutating func next(isolation actor: isolated (any Actor)?) async throws -> [UInt8]? {
+            try await inbound.next()
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(inbound: inbound) }
+}
+
+/// A wake-up that happens once, whichever comes first: the awaited event or
+/// a cancellation.
+final class OnceSignal: Sendable {
+    private let state = Locked<(fired: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    func fire() {
+        let waiter: CheckedContinuation<Void, Never>? = state.withLock { s in
+            s.fired = true
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Calls start, then waits until fire() (which start may have called already).
+    func wait(start: () -> Void) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s in
+                if s.fired { return true }
+                s.waiter = c
+                return false
+            }
+            if now { c.resume() } else { start() }
         }
     }
 }

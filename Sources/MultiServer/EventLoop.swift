@@ -62,6 +62,11 @@ final class EventLoop: @unchecked Sendable {
 
     private enum Shutdown { case idle, inProgress([@Sendable () -> Void]), done }
     private let shutdownState = Locked<Shutdown>(.idle)
+    /// Objects the C core points into until ms_delete (Swift protocols'
+    /// registrations); dropped with the EventLoop.
+    private let kept = Locked<[any Sendable]>([])
+    func keepAlive(_ object: any Sendable) { kept.withLock { $0.append(object) } }
+
     /// What ms_delete returned (0 when the C core had nothing left alive).
     let deleteStatus = Locked<Int32?>(nil)
 
@@ -72,7 +77,10 @@ final class EventLoop: @unchecked Sendable {
     init(keys: KeyPair?, appKey: AppKey, handshakeTimeoutMs: UInt32, connectTimeoutMs: UInt32,
          allowRemoteNoauth: Bool,
          authorize: AuthorizeHook?) throws(MultiServerError) {
-        let authorizer = authorize.map(Authorizer.init)
+        // The hook's task is cancelled once the handshake is over: the C core
+        // gives up after the handshake timeout (0: its default of 15 s).
+        let limit = Duration.milliseconds(handshakeTimeoutMs == 0 ? 15_000 : Int64(handshakeTimeoutMs))
+        let authorizer = authorize.map { Authorizer($0, handshakeTimeout: limit) }
         var opts = ms_options_t()
         ms_options_init(&opts)
         opts.handshake_timeout_ms = handshakeTimeoutMs
@@ -310,11 +318,16 @@ final class AuthorizationBox: Sendable {
 /// `boxesHeldByCore` are guarded by their locks.
 final class Authorizer: @unchecked Sendable {
     let decide: AuthorizeHook
+    /// After this the handshake has ended (timed out) whatever the hook does.
+    let handshakeTimeout: Duration
     private let loop = Locked<EventLoop?>(nil)
     /// Boxes handed to the C core and not yet given back through authorize_free.
     private let boxesHeldByCore = Locked(0)
 
-    init(_ decide: @escaping AuthorizeHook) { self.decide = decide }
+    init(_ decide: @escaping AuthorizeHook, handshakeTimeout: Duration) {
+        self.decide = decide
+        self.handshakeTimeout = handshakeTimeout
+    }
 
     func attach(_ loop: EventLoop) { self.loop.withLock { $0 = loop } }
     /// Breaks the EventLoop ↔ Authorizer cycle after ms_delete.
@@ -348,8 +361,25 @@ final class Authorizer: @unchecked Sendable {
         let id = ObjectIdentifier(request)
         loop.registry.authorizations[id] = request
         let decide = self.decide
-        Task {
-            let decision = await decide(remoteKey)
+        let timeout = handshakeTimeout
+        // The hook runs in a task that is cancelled when its handshake is
+        // over: at shutdown (Registry.closeAll) or once the handshake timed
+        // out (the multiserver's handshakeTimeout; a longer per-stack
+        // shs.handshake_timeout_ms is not known here). The answer is still
+        // whatever the hook returns; a hook that checks for cancellation
+        // just returns sooner.
+        request.task = Task {
+            let deciding = Task { await decide(remoteKey) }
+            let timer = Task {
+                try await Task.sleep(for: timeout)
+                deciding.cancel()
+            }
+            let decision = await withTaskCancellationHandler {
+                await deciding.value
+            } onCancel: {
+                deciding.cancel()
+            }
+            timer.cancel()
             // Answer on the loop, unless shutdown already answered (rejected) it.
             // If the loop is gone, the decision (and its value) is simply dropped.
             loop.execute {
@@ -362,11 +392,15 @@ final class Authorizer: @unchecked Sendable {
 
 /// One pending ms_authorize_t, answered exactly once.
 ///
-/// `@unchecked Sendable`, loop-confined: `req` is used only on the loop thread
+/// `@unchecked Sendable`, loop-confined: `req` and `task` are used only on the
+/// loop thread (`task` is set in `Authorizer.request`, on the loop)
 /// (the object itself only travels through Sendable closures as an identity).
 final class AuthorizeRequest: @unchecked Sendable {
     private var req: OpaquePointer?
     private let authorizer: Authorizer
+    /// The task running the hook, cancelled when the request is answered
+    /// by someone else (shutdown).
+    var task: Task<Void, Never>?
 
     init(_ req: OpaquePointer, authorizer: Authorizer) {
         self.req = req
@@ -374,6 +408,8 @@ final class AuthorizeRequest: @unchecked Sendable {
     }
 
     func answerOnLoop(_ decision: AuthorizeDecision) {
+        task?.cancel()
+        task = nil
         guard let req else { return }
         self.req = nil
         switch decision {

@@ -7,18 +7,24 @@ internal import CMultiServer
 public struct KeyPair: Sendable, Equatable, CustomStringConvertible {
     /// The 32-byte ed25519 public key.
     public let publicKey: [UInt8]
-    /// The 64-byte ed25519 secret key (seed ‖ public key).
-    let secretKey: [UInt8]
+    /// The 64-byte ed25519 secret key (seed ‖ public key), in a buffer of its
+    /// own that is wiped when the last copy of this key pair goes away.
+    private let secret: SecretKeyStorage
 
     init(_ kp: ms_keypair_t) {
         var kp = kp
         publicKey = withUnsafeBytes(of: &kp.public_key) { Array($0) }
-        secretKey = withUnsafeBytes(of: &kp.secret_key) { Array($0) }
+        secret = SecretKeyStorage(copying: &kp)
         ms_keypair_wipe(&kp)
     }
 
+    /// Same public key and (compared in constant time) same secret key.
+    public static func == (lhs: KeyPair, rhs: KeyPair) -> Bool {
+        lhs.publicKey == rhs.publicKey && lhs.secret.constantTimeEquals(rhs.secret)
+    }
+
     /// A fresh random key pair. The corresponding C function is `ms_keypair_generate`.
-    public static func generate() throws(MultiServerError) -> KeyPair {
+    public static func generate() throws -> KeyPair {
         var kp = ms_keypair_t()
         defer { ms_keypair_wipe(&kp) }
         let rc = ms_keypair_generate(&kp)
@@ -28,7 +34,7 @@ public struct KeyPair: Sendable, Equatable, CustomStringConvertible {
 
     /// The key pair derived from a 32-byte seed.
     /// The corresponding C function is `ms_keypair_from_seed`.
-    public init(seed: [UInt8]) throws(MultiServerError) {
+    public init(seed: [UInt8]) throws {
         guard seed.count == Int(MS_SEEDBYTES) else {
             throw MultiServerError(rawValue: MS_EKEY.rawValue,
                                    reason: "a seed is \(MS_SEEDBYTES) bytes, not \(seed.count)",
@@ -43,7 +49,7 @@ public struct KeyPair: Sendable, Equatable, CustomStringConvertible {
 
     /// Reads a key pair from a secret file in the `~/.ssb/secret` format.
     /// The corresponding C function is `ms_keypair_load`.
-    public init(secretFile path: String) throws(MultiServerError) {
+    public init(secretFile path: String) throws {
         var kp = ms_keypair_t()
         defer { ms_keypair_wipe(&kp) }
         let rc = ms_keypair_load(&kp, path)
@@ -56,7 +62,7 @@ public struct KeyPair: Sendable, Equatable, CustomStringConvertible {
     /// Writes the key pair to a new secret file (mode 0600) in the
     /// `~/.ssb/secret` format; an existing file is not overwritten
     /// (`MS_EEXIST`). The corresponding C function is `ms_keypair_save`.
-    public func save(to path: String) throws(MultiServerError) {
+    public func save(to path: String) throws {
         let rc = withCKeyPair { ms_keypair_save($0, path) }
         guard rc == 0 else {
             throw MultiServerError(rawValue: rc, reason: path, operation: .keys)
@@ -77,8 +83,7 @@ public struct KeyPair: Sendable, Equatable, CustomStringConvertible {
     func withCKeyPair<R>(_ body: (UnsafePointer<ms_keypair_t>) throws -> R) rethrows -> R {
         var kp = ms_keypair_t()
         defer { ms_keypair_wipe(&kp) }
-        withUnsafeMutableBytes(of: &kp.public_key) { $0.copyBytes(from: publicKey) }
-        withUnsafeMutableBytes(of: &kp.secret_key) { $0.copyBytes(from: secretKey) }
+        secret.copy(into: &kp)
         return try withUnsafePointer(to: &kp) { try body($0) }
     }
 
@@ -99,6 +104,43 @@ public struct KeyPair: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// The secret half of a key pair: a heap buffer (never a Swift array, which
+/// could be copied around and freed unwiped) holding a whole `ms_keypair_t`,
+/// wiped with `ms_keypair_wipe` (sodium_memzero) in `deinit`.
+///
+/// `@unchecked Sendable`: the buffer is written once, in `init`, and only
+/// read afterwards (until `deinit`, when no other reference exists), so
+/// concurrent readers never race.
+private final class SecretKeyStorage: @unchecked Sendable {
+    private let pair: UnsafeMutablePointer<ms_keypair_t>
+
+    init(copying kp: inout ms_keypair_t) {
+        pair = .allocate(capacity: 1)
+        pair.initialize(to: kp)
+    }
+
+    deinit {
+        ms_keypair_wipe(pair)
+        pair.deinitialize(count: 1)
+        pair.deallocate()
+    }
+
+    func copy(into kp: inout ms_keypair_t) { kp = pair.pointee }
+
+    /// Compares the secret keys without an early exit, so the time taken
+    /// does not tell how many leading bytes agree.
+    func constantTimeEquals(_ other: SecretKeyStorage) -> Bool {
+        if self === other { return true }
+        return withUnsafeBytes(of: &pair.pointee.secret_key) { a in
+            withUnsafeBytes(of: &other.pair.pointee.secret_key) { b in
+                var difference: UInt8 = 0
+                for i in 0..<a.count { difference |= a[i] ^ b[i] }
+                return difference == 0
+            }
+        }
+    }
+}
+
 /// A network key ("app key", "caps.shs"): peers handshake only when they use
 /// the same one.
 public struct AppKey: Sendable, Hashable {
@@ -115,7 +157,7 @@ public struct AppKey: Sendable, Hashable {
     private init(uncheckedBytes: [UInt8]) { bytes = uncheckedBytes }
 
     /// A network key of exactly 32 bytes.
-    public init(bytes: [UInt8]) throws(MultiServerError) {
+    public init(bytes: [UInt8]) throws {
         guard bytes.count == Int(MS_APPKEYBYTES) else {
             throw MultiServerError(rawValue: MS_EKEY.rawValue,
                                    reason: "an app key is \(MS_APPKEYBYTES) bytes, not \(bytes.count)",
@@ -126,7 +168,7 @@ public struct AppKey: Sendable, Hashable {
 
     /// A network key from standard base64 (44 characters, with padding).
     /// The corresponding C function is `ms_key_from_base64`.
-    public init(base64: String) throws(MultiServerError) {
+    public init(base64: String) throws {
         var key = [UInt8](repeating: 0, count: Int(MS_APPKEYBYTES))
         var text = base64
         let rc = text.withUTF8 { utf8 in

@@ -23,7 +23,10 @@ final class ListenerCore: @unchecked Sendable {
 
     /// On the loop thread: ms_listen. Returns the advertised address.
     func listenOnLoop(_ address: String, options: [String: String] = [:]) -> Result<String, MultiServerError> {
-        guard loop.registry.accepting else { return .failure(.closed.during(.listen)) }
+        guard loop.registry.accepting else {
+            return .failure(MultiServerError(rawValue: MultiServerError.closed.rawValue,
+                                             reason: "the multiserver is shutting down", stage: .listen))
+        }
         let popts: OpaquePointer?
         switch makeStackOptions(options) {
         case .success(let made): popts = made

@@ -99,7 +99,7 @@ public final class MultiServer: Sendable {
     public convenience init(throwing keys: KeyPair?, appKey: AppKey = .scuttlebutt,
                             handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
                             allowRemoteNoauth: Bool = false,
-                            authorize: (@Sendable ([UInt8]) async -> Bool)? = nil) throws(MultiServerError) {
+                            authorize: (@Sendable ([UInt8]) async -> Bool)? = nil) throws {
         try self.init(hooked: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
                       connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth,
                       hook: Self.hook(accepting: authorize))
@@ -111,7 +111,7 @@ public final class MultiServer: Sendable {
     public convenience init(throwing keys: KeyPair?, appKey: AppKey = .scuttlebutt,
                             handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
                             allowRemoteNoauth: Bool = false,
-                            authorization: @escaping @Sendable ([UInt8]) async -> Authorization) throws(MultiServerError) {
+                            authorization: @escaping @Sendable ([UInt8]) async -> Authorization) throws {
         try self.init(hooked: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
                       connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth,
                       hook: Self.hook(attaching: authorization))
@@ -150,6 +150,8 @@ public final class MultiServer: Sendable {
     }
 
     deinit {
+        // A last resort, not a lifetime to rely on: whether it runs depends
+        // on what the handlers capture. Use withMultiServer, or shutdown().
         // Never blocks: deinit may run on the loop thread, which cannot join itself.
         loop.beginShutdown {}
     }
@@ -178,6 +180,7 @@ public final class MultiServer: Sendable {
     /// Port 0 picks a free port; ``Listener/address`` tells which.
     ///
     /// - Parameters:
+    ///   - addresses: the multiaddresses to listen on.
     ///   - onError: called (on the loop thread) for a failure that does not
     ///     stop the listener, e.g. an incoming connection whose handshake
     ///     failed.
@@ -193,7 +196,7 @@ public final class MultiServer: Sendable {
     public func listen(_ addresses: [String],
                        options: [String: String] = [:],
                        onError: (@Sendable (MultiServerError) -> Void)? = nil,
-                       onConnection: @escaping @Sendable (Connection) -> Void) throws(MultiServerError) -> Listener {
+                       onConnection: @escaping @Sendable (Connection) -> Void) throws -> Listener {
         let address = addresses.joined(separator: ";")
         let loop = self.loop
         // Weak: the C side must not keep the multiserver alive (shutdown closes it).
@@ -205,7 +208,8 @@ public final class MultiServer: Sendable {
             onConnection(Connection(owner: self, core: stream))
         }, onError: onError)
         guard let result = loop.sync({ core.listenOnLoop(address, options: options) }) else {
-            throw MultiServerError.closed.during(.listen)
+            throw MultiServerError(rawValue: MultiServerError.closed.rawValue,
+                                   reason: "the multiserver was shut down", stage: .listen)
         }
         let advertised = try result.get()
         return Listener(owner: self, core: core, address: advertised)
@@ -222,16 +226,142 @@ public final class MultiServer: Sendable {
     public func connect(_ address: String, options: [String: String] = [:]) async throws -> Connection {
         let loop = self.loop
         let request = ConnectCore(loop: loop)
-        let stream: StreamCore = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<StreamCore, any Error>) in
-                if !loop.execute({ request.startOnLoop(address, options: options, cont) }) {
-                    cont.resume(throwing: MultiServerError.closed.during(.connect))
+        let stream: StreamCore
+        do {
+            stream = try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (cont: CheckedContinuation<StreamCore, any Error>) in
+                    if !loop.execute({ request.startOnLoop(address, options: options, cont) }) {
+                        cont.resume(throwing: MultiServerError.closed.during(.connect))
+                    }
                 }
+            } onCancel: {
+                loop.execute { request.cancelOnLoop() }
             }
-        } onCancel: {
-            loop.execute { request.cancelOnLoop() }
+        } catch {
+            throw MultiServerError.from(error, .connect)
         }
         return Connection(owner: self, core: stream)
+    }
+
+    // MARK: Scoped lifetimes
+
+    /// Creates a multiserver, runs body with it, then shuts it down (every
+    /// listener, connection and pending connect closed, the loop thread
+    /// joined), whether body returned or threw. This is the lifetime to
+    /// prefer: nothing depends on when the last reference goes away.
+    ///
+    ///     try await MultiServer.withMultiServer(keys: .generate()) { ms in … }
+    ///
+    /// The parameters are those of
+    /// ``init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorize:)``;
+    /// it throws when the C multiserver cannot be created.
+    public static func withMultiServer<Result>(
+        keys: KeyPair? = nil, appKey: AppKey = .scuttlebutt,
+        handshakeTimeout: Duration? = nil, connectTimeout: Duration? = nil,
+        allowRemoteNoauth: Bool = false,
+        authorize: (@Sendable ([UInt8]) async -> Bool)? = nil,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (MultiServer) async throws -> Result
+    ) async throws -> Result {
+        let ms = try MultiServer(throwing: keys, appKey: appKey, handshakeTimeout: handshakeTimeout,
+                                 connectTimeout: connectTimeout, allowRemoteNoauth: allowRemoteNoauth,
+                                 authorize: authorize)
+        return try await ms.executeThenShutdown(isolation: isolation, body)
+    }
+
+    /// Runs body with this multiserver, then shuts it down, whether body
+    /// returned or threw.
+    public func executeThenShutdown<Result>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (MultiServer) async throws -> Result
+    ) async throws -> Result {
+        let result: Result
+        do {
+            result = try await body(self)
+        } catch {
+            await shutdown()
+            throw error
+        }
+        await shutdown()
+        return result
+    }
+
+    /// Connects, runs body with the connection, then closes it, whether body
+    /// returned or threw. Throws what ``connect(_:options:)`` throws, or
+    /// what body throws.
+    public func withConnection<Result>(
+        to address: String, options: [String: String] = [:],
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (Connection) async throws -> Result
+    ) async throws -> Result {
+        try await connect(address, options: options).executeThenClose(isolation: isolation, body)
+    }
+
+    /// Listens, serves every incoming connection with handler, and runs body
+    /// with the listener; when body returns (or throws) the listener is
+    /// closed, handlers still running are cancelled, and every connection
+    /// accepted here is closed before this returns.
+    ///
+    /// Each connection gets its own child task running handler, and is
+    /// closed when handler returns or throws (an error other than
+    /// ``MultiServerError/canceled`` goes to onError, with the stage
+    /// ``MultiServerError/Stage/accept`` unless it has one).
+    ///
+    ///     try await ms.withListener(["net:127.0.0.1:0~shs"]) { conn in
+    ///         for try await chunk in conn { try await conn.write(chunk) }  // echo
+    ///     } body: { listener in
+    ///         print(listener.address)
+    ///         try await Task.sleep(for: .seconds(60))
+    ///     }
+    ///
+    /// The parameters are those of ``listen(_:options:onError:onConnection:)``.
+    public func withListener<Result>(
+        _ addresses: [String], options: [String: String] = [:],
+        onError: (@Sendable (MultiServerError) -> Void)? = nil,
+        handler: @escaping @Sendable (Connection) async throws -> Void,
+        isolation: isolated (any Actor)? = #isolation,
+        body: (Listener) async throws -> Result
+    ) async throws -> Result {
+        let (incoming, feed) = AsyncStream<Connection>.makeStream()
+        let accepted = Locked<[ObjectIdentifier: Connection]>([:])
+        let listener = try listen(addresses, options: options, onError: onError) { conn in
+            accepted.withLock { $0[ObjectIdentifier(conn)] = conn }
+            if case .terminated = feed.yield(conn) { conn.closeSoon() }
+        }
+        let serving = Task {
+            await withDiscardingTaskGroup { group in
+                for await conn in incoming {
+                    group.addTask {
+                        do {
+                            try await conn.executeThenClose { try await handler($0) }
+                        } catch {
+                            // Cancellation at the end of the scope is not news.
+                            let failure = MultiServerError.from(error, .accept)
+                            if failure != .canceled { onError?(failure) }
+                        }
+                        accepted.withLock { $0[ObjectIdentifier(conn)] = nil }
+                    }
+                }
+            }
+        }
+        func finish() async {
+            await listener.close()
+            feed.finish()
+            serving.cancel()
+            await serving.value
+            // Accepted but never served (the stream was cancelled first).
+            let left = accepted.withLock { all in defer { all = [:] }; return Array(all.values) }
+            for conn in left { await conn.close() }
+        }
+        let result: Result
+        do {
+            result = try await body(listener)
+        } catch {
+            await finish()
+            throw error
+        }
+        await finish()
+        return result
     }
 
     /// Closes every listener, connection and pending connect this multiserver
@@ -260,7 +390,7 @@ public final class MultiServer: Sendable {
 extension MultiServer {
     /// An `shs` authorization hook's answer about one client (see
     /// ``MultiServer/init(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorization:)``):
-    /// ``refuse``, or ``accept(_:)`` with the value to attach to the connection.
+    /// ``refuse``, or ``accept(_:)-(Sendable)`` with the value to attach to the connection.
     ///
     /// ```swift
     /// guard let peer = await peers.lookUp(remoteKey) else { return .refuse }

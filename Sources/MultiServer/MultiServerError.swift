@@ -16,41 +16,88 @@ import Darwin
 /// failing alternative, protocol and stage, e.g.
 /// `"alternative 1: net:127.0.0.1:8008: connection refused"` or
 /// `"shs: handshake timed out (authorize hook did not answer)"`), and which
-/// operation of this module failed.
+/// stage of this module failed.
 ///
-/// Match a kind of error with a `catch` pattern; it compares codes only:
+/// Errors compare by code: `==`, `hash(into:)` and the `~=` pattern agree, as
+/// they do for swift-system's `Errno`. The reason and the stage are context,
+/// not identity:
 ///
 ///     do { _ = try await ms.connect(address) }
 ///     catch MultiServerError.connectionRefused { … }
 ///     catch MultiServerError.timedOut { … }
+///     #expect(error == .handshakeFailed)   // whatever the reason text
 ///
-/// `==` compares every field (code, reason and operation); use the pattern,
-/// or compare ``rawValue``, to ask "is it this kind of error?".
+/// Every throwing API of this module throws a `MultiServerError`, including
+/// on cancellation: a task cancelled while it waits in this module gets
+/// ``MultiServerError/canceled``, whatever it was doing (connecting, reading,
+/// writing, shutting down); never `CancellationError`. The signatures use
+/// untyped `throws`, deliberately and everywhere: with Swift 6.3.1 a typed
+/// `throws(MultiServerError)` makes the compiler crash (SILGen ownership
+/// verifier) on the common `catch let error as MultiServerError` in callers. The scoped helpers
+/// (``MultiServer/withMultiServer(keys:appKey:handshakeTimeout:connectTimeout:allowRemoteNoauth:authorize:isolation:_:)``,
+/// ``MultiServer/withListener(_:options:onError:handler:isolation:body:)``,
+/// ``Connection/executeThenClose(isolation:_:)``) rethrow what their closures throw.
 public struct MultiServerError: Error, Hashable, CustomStringConvertible, Sendable {
     /// What this module was doing when the error happened.
-    public enum Operation: String, Sendable, Hashable {
-        case create, listen, accept, connect, authorize
-        case read, write, shutdown, close
-        case keys, appKey
+    ///
+    /// A struct of static values rather than an enum, deliberately: new
+    /// stages can be added without breaking a client's exhaustive `switch`.
+    public struct Stage: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        public let rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        public static let create = Stage(rawValue: "create")
+        public static let listen = Stage(rawValue: "listen")
+        /// An incoming connection (its handshake) failed; the listener goes on.
+        public static let accept = Stage(rawValue: "accept")
+        public static let connect = Stage(rawValue: "connect")
+        public static let authorize = Stage(rawValue: "authorize")
+        public static let read = Stage(rawValue: "read")
+        public static let write = Stage(rawValue: "write")
+        public static let shutdown = Stage(rawValue: "shutdown")
+        public static let close = Stage(rawValue: "close")
+        public static let keys = Stage(rawValue: "keys")
+        public static let appKey = Stage(rawValue: "appKey")
+        /// Registering a protocol written in Swift.
+        public static let register = Stage(rawValue: "register")
     }
+
+    /// Kept for source compatibility: the stage used to be called operation.
+    public typealias Operation = Stage
 
     /// The C error code: an `MS_E*` code or a (negative) libuv error code.
     public var rawValue: Int32
-    /// The reason the C core gave, if any (one line).
+    /// The reason the C core gave, if any (one line; it names the failing
+    /// alternative, protocol and handshake step, e.g. `"shs: msg3 (client auth)"`).
     public var reason: String?
-    /// The operation that failed, if known.
-    public var operation: Operation?
+    /// The stage that failed, if known.
+    public var stage: Stage?
 
-    /// Wraps a C error code.
-    public init(rawValue: Int32, reason: String? = nil, operation: Operation? = nil) {
-        self.rawValue = rawValue
-        self.reason = reason
-        self.operation = operation
+    /// The C error code (the same as ``rawValue``).
+    public var code: Int32 { rawValue }
+
+    /// The stage that failed (the former name of ``stage``).
+    public var operation: Stage? {
+        get { stage }
+        set { stage = newValue }
     }
 
-    init(_ code: Int32, reason: UnsafePointer<CChar>?, operation: Operation?) {
+    /// Wraps a C error code.
+    public init(rawValue: Int32, reason: String? = nil, stage: Stage? = nil) {
+        self.rawValue = rawValue
+        self.reason = reason
+        self.stage = stage
+    }
+
+    /// Wraps a C error code (the former spelling of ``init(rawValue:reason:stage:)``).
+    public init(rawValue: Int32, reason: String? = nil, operation: Stage?) {
+        self.init(rawValue: rawValue, reason: reason, stage: operation)
+    }
+
+    init(_ code: Int32, reason: UnsafePointer<CChar>?, operation: Stage?) {
         let text = reason.map { String(cString: $0) }
-        self.init(rawValue: code, reason: text?.isEmpty == true ? nil : text, operation: operation)
+        self.init(rawValue: code, reason: text?.isEmpty == true ? nil : text, stage: operation)
     }
 
     /// The human-readable message for the code. The corresponding C function is `ms_strerror`.
@@ -62,26 +109,38 @@ public struct MultiServerError: Error, Hashable, CustomStringConvertible, Sendab
 
     public var description: String {
         var text = ""
-        if let operation { text += "\(operation.rawValue): " }
+        if let stage { text += "\(stage.rawValue): " }
         let message = self.message
         text += "\(message) (\(name))"
         if let reason, reason != message { text += ": \(reason)" }
         return text
     }
 
-    /// The same error with its operation set (if it had none).
-    func during(_ operation: Operation) -> MultiServerError {
+    /// The same error with its stage set (if it had none).
+    func during(_ stage: Stage) -> MultiServerError {
         var copy = self
-        if copy.operation == nil { copy.operation = operation }
+        if copy.stage == nil { copy.stage = stage }
         return copy
     }
 
-    /// True when `self` and `other` are the same kind of error. (The library's
-    /// timeout and cancellation codes are libuv's own values since 0.2; the
-    /// mapping stays for codes from older builds.)
-    public func matches(_ other: MultiServerError) -> Bool {
-        Self.canonical(rawValue) == Self.canonical(other.rawValue)
+    /// Any error from a continuation or a closure, as a `MultiServerError`
+    /// (a `CancellationError` becomes ``canceled``).
+    static func from(_ error: any Error, _ stage: Stage) -> MultiServerError {
+        if let error = error as? MultiServerError { return error.during(stage) }
+        if error is CancellationError { return MultiServerError.canceled.during(stage) }
+        return MultiServerError(rawValue: MS_EINVAL.rawValue, reason: "\(error)", stage: stage)
     }
+
+    /// True when `self` and `other` have the same code (the same as `==`).
+    public func matches(_ other: MultiServerError) -> Bool { self == other }
+
+    /// Equal codes (the library's timeout and cancellation codes are libuv's
+    /// own values since 0.2; older builds' codes still compare equal).
+    public static func == (lhs: MultiServerError, rhs: MultiServerError) -> Bool {
+        canonical(lhs.rawValue) == canonical(rhs.rawValue)
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(Self.canonical(rawValue)) }
 
     private static func canonical(_ code: Int32) -> Int32 {
         switch code {
@@ -91,15 +150,15 @@ public struct MultiServerError: Error, Hashable, CustomStringConvertible, Sendab
         }
     }
 
-    /// Pattern match by error kind, so that `catch MultiServerError.timedOut` works.
+    /// Pattern match by code, so that `catch MultiServerError.timedOut` works.
     public static func ~= (pattern: MultiServerError, value: any Error) -> Bool {
         guard let error = value as? MultiServerError else { return false }
-        return pattern.matches(error)
+        return pattern == error
     }
 
-    /// Pattern match by error kind in a `switch` over a `MultiServerError`.
+    /// Pattern match by code in a `switch` over a `MultiServerError`.
     public static func ~= (pattern: MultiServerError, value: MultiServerError) -> Bool {
-        pattern.matches(value)
+        pattern == value
     }
 }
 

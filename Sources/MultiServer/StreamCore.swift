@@ -33,11 +33,26 @@ final class StreamCore: @unchecked Sendable {
     private let stream: OpaquePointer
     private var closing = false
     private var closed = false
-    private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    private var closeWaiters: [@Sendable () -> Void] = []
     private var reader = StreamReader.none
     private var reading = false
     /// Set once the read side ended: nil (clean end) or the error.
     private var readEnd: Result<Void, MultiServerError>?
+
+    /// Writes (and a shutdown) waiting for the C stream to fall below its
+    /// high-water mark, in order; see `writeOnLoop`.
+    private var pending: [PendingOutbound] = []
+    /// Ids of writes and shutdowns handed to the C core and not completed.
+    private var inFlight: Set<UInt64> = []
+    /// Set once a shutdown went to the C core (ms_stream_writable is false from then on).
+    private var shutdownSubmitted = false
+    /// The C queue is below its high-water mark (ms_stream_writable without
+    /// the shutdown condition).
+    private var belowHighWaterOnLoop: Bool {
+        ms_stream_write_queue_size(stream) < ms_stream_high_water(stream)
+    }
+    /// Ids cancelled before their request reached the loop.
+    private var canceledEarly: Set<UInt64> = []
 
     /// On the loop thread: takes over a stream handed over by the C core.
     /// The stream's data pointer holds one retained reference to this object,
@@ -74,6 +89,7 @@ final class StreamCore: @unchecked Sendable {
             Unmanaged<AuthorizationBox>.fromOpaque($0).takeUnretainedValue()
         })
         ms_stream_set_data(stream, Unmanaged.passRetained(self).toOpaque())
+        ms_stream_on_drain(stream, streamDrainCallback, ms_stream_data(stream))
         loop.registry.add(self)
     }
 
@@ -91,6 +107,10 @@ final class StreamCore: @unchecked Sendable {
         }
         if let readEnd {
             deliverEnd(to: newReader, readEnd)
+            return
+        }
+        if case .queue(let old) = reader, case .queue(let new) = newReader, old === new {
+            startReadingOnLoop()
             return
         }
         if case .queue(let old) = reader { old.finish(.failure(.canceled.during(.read))) }
@@ -159,46 +179,123 @@ final class StreamCore: @unchecked Sendable {
 
     // MARK: writes (loop thread)
 
-    func writeOnLoop(_ bytes: [UInt8], _ done: CheckedContinuation<Void, any Error>) {
+    /// Loop thread: bytes the C core accepted and has not completed.
+    func writeQueueSizeOnLoop() -> Int { closed ? 0 : ms_stream_write_queue_size(stream) }
+
+    /// Queues a write. It goes to the C core at once while the stream is
+    /// below its high-water mark (`ms_stream_writable`) and nothing waits
+    /// before it; otherwise it waits here, without a copy, until the drain
+    /// callback says the C queue fell below the mark. So however many tasks
+    /// write at once, the C core holds at most about one high-water mark
+    /// plus one write.
+    func writeOnLoop(id: UInt64, _ bytes: [UInt8], _ done: CheckedContinuation<Void, any Error>) {
+        if canceledEarly.remove(id) != nil {
+            done.resume(throwing: MultiServerError.canceled.during(.write))
+            return
+        }
         guard !closing else {
             done.resume(throwing: MultiServerError.closed.during(.write))
             return
         }
-        let request = WriteRequest(bytes, done)
+        pending.append(.write(id: id, bytes, done))
+        pumpOnLoop()
+    }
+
+    /// Queues the shutdown behind every earlier write.
+    func shutdownOnLoop(id: UInt64, _ done: CheckedContinuation<Void, any Error>) {
+        if canceledEarly.remove(id) != nil {
+            done.resume(throwing: MultiServerError.canceled.during(.shutdown))
+            return
+        }
+        guard !closing else {
+            done.resume(throwing: MultiServerError.closed.during(.shutdown))
+            return
+        }
+        pending.append(.shutdown(id: id, done))
+        pumpOnLoop()
+    }
+
+    /// A task waiting in `write` or `shutdownWrite` was cancelled. A request
+    /// still waiting here is withdrawn (nothing was sent). One the C core
+    /// already has cannot be withdrawn without leaving a partial write in
+    /// the byte stream, so the connection is closed: the request then
+    /// completes with `MS_ECANCELED`.
+    func cancelOnLoop(id: UInt64) {
+        if let index = pending.firstIndex(where: { $0.id == id }) {
+            let request = pending.remove(at: index)
+            request.fail(MultiServerError.canceled)
+            pumpOnLoop()
+        } else if inFlight.contains(id) {
+            closeOnLoop(nil)
+        } else if !closed {
+            canceledEarly.insert(id)
+        }
+    }
+
+    /// Hands waiting requests to the C core while it is below its high-water mark.
+    fileprivate func pumpOnLoop() {
+        while !closing, let first = pending.first {
+            switch first {
+            case .write(let id, let bytes, let done):
+                // Below the mark, or shut down (the C core then refuses the
+                // write at once, MS_ESHUTDOWN, rather than never draining).
+                guard shutdownSubmitted || belowHighWaterOnLoop else { return }
+                pending.removeFirst()
+                submitWriteOnLoop(id: id, bytes, done)
+            case .shutdown(let id, let done):
+                pending.removeFirst()
+                shutdownSubmitted = true
+                submitShutdownOnLoop(id: id, done)
+            }
+        }
+    }
+
+    private func submitWriteOnLoop(id: UInt64, _ bytes: [UInt8], _ done: CheckedContinuation<Void, any Error>) {
+        let request = WriteRequest(id: id, bytes, done)
         let arg = Unmanaged.passRetained(request).toOpaque()
         let rc = ms_stream_write(stream, request.buf, 1, streamWriteCallback, arg)
         if rc != 0 {
             // A write that failed to start never calls back.
             Unmanaged<WriteRequest>.fromOpaque(arg).release()
             done.resume(throwing: MultiServerError(rawValue: rc, operation: .write))
+        } else {
+            inFlight.insert(id)
         }
     }
 
-    func shutdownOnLoop(_ done: CheckedContinuation<Void, any Error>) {
-        guard !closing else {
-            done.resume(throwing: MultiServerError.closed.during(.shutdown))
-            return
-        }
-        let request = ShutdownRequest(done)
+    private func submitShutdownOnLoop(id: UInt64, _ done: CheckedContinuation<Void, any Error>) {
+        let request = ShutdownRequest(id: id, done)
         let arg = Unmanaged.passRetained(request).toOpaque()
         let rc = ms_stream_shutdown(stream, streamShutdownCallback, arg)
         if rc != 0 {
             Unmanaged<ShutdownRequest>.fromOpaque(arg).release()
             done.resume(throwing: MultiServerError(rawValue: rc, operation: .shutdown))
+        } else {
+            inFlight.insert(id)
         }
+    }
+
+    fileprivate func didCompleteOnLoop(id: UInt64) {
+        inFlight.remove(id)
+        pumpOnLoop()
     }
 
     // MARK: close (loop thread)
 
-    func closeOnLoop(_ waiter: CheckedContinuation<Void, Never>?) {
+    func closeOnLoop(_ waiter: (@Sendable () -> Void)?) {
         if closed {
-            waiter?.resume()
+            waiter?()
             return
         }
         if let waiter { closeWaiters.append(waiter) }
         guard !closing else { return }
         closing = true
         reading = false
+        // Requests that never reached the C core end as the C core ends
+        // its queued ones: canceled.
+        let waiting = pending
+        pending = []
+        for request in waiting { request.fail(MultiServerError.canceled) }
         ms_stream_close(stream, streamCloseCallback, context)
     }
 
@@ -225,7 +322,7 @@ final class StreamCore: @unchecked Sendable {
             // finished the close (and given the authorization value back
             // through authorize_free, right after this callback). Posted
             // before registry.remove, which may start finishing a shutdown.
-            let resumeAll: @Sendable () -> Void = { for waiter in waiters { waiter.resume() } }
+            let resumeAll: @Sendable () -> Void = { for waiter in waiters { waiter() } }
             if !loop.execute(resumeAll) { resumeAll() }
         }
         loop.registry.remove(self)
@@ -235,11 +332,13 @@ final class StreamCore: @unchecked Sendable {
 /// One ms_stream_write in flight: owns a copy of the bytes (and the ms_buf_t
 /// describing them) until the write callback fires.
 private final class WriteRequest {
+    let id: UInt64
     let bytes: UnsafeMutableRawBufferPointer
     let buf: UnsafeMutablePointer<ms_buf_t>
     let done: CheckedContinuation<Void, any Error>
 
-    init(_ source: [UInt8], _ done: CheckedContinuation<Void, any Error>) {
+    init(id: UInt64, _ source: [UInt8], _ done: CheckedContinuation<Void, any Error>) {
+        self.id = id
         bytes = .allocate(byteCount: max(source.count, 1), alignment: 1)
         bytes.copyBytes(from: source)
         buf = .allocate(capacity: 1)
@@ -254,8 +353,31 @@ private final class WriteRequest {
 }
 
 private final class ShutdownRequest {
+    let id: UInt64
     let done: CheckedContinuation<Void, any Error>
-    init(_ done: CheckedContinuation<Void, any Error>) { self.done = done }
+    init(id: UInt64, _ done: CheckedContinuation<Void, any Error>) {
+        self.id = id
+        self.done = done
+    }
+}
+
+/// A write or shutdown waiting for the stream to drain below its high-water mark.
+enum PendingOutbound {
+    case write(id: UInt64, [UInt8], CheckedContinuation<Void, any Error>)
+    case shutdown(id: UInt64, CheckedContinuation<Void, any Error>)
+
+    var id: UInt64 {
+        switch self {
+        case .write(let id, _, _), .shutdown(let id, _): return id
+        }
+    }
+
+    func fail(_ error: MultiServerError) {
+        switch self {
+        case .write(_, _, let done): done.resume(throwing: error.during(.write))
+        case .shutdown(_, let done): done.resume(throwing: error.during(.shutdown))
+        }
+    }
 }
 
 // MARK: - C callbacks (all on the loop thread)
@@ -270,6 +392,9 @@ private func streamReadCallback(_ s: OpaquePointer?, _ status: Int32, _ data: Un
 private func streamWriteCallback(_ s: OpaquePointer?, _ status: Int32, _ arg: UnsafeMutableRawPointer?) {
     guard let arg else { return }
     let request = Unmanaged<WriteRequest>.fromOpaque(arg).takeRetainedValue()
+    if let s, let core = ms_stream_data(s) {
+        Unmanaged<StreamCore>.fromOpaque(core).takeUnretainedValue().didCompleteOnLoop(id: request.id)
+    }
     if status == 0 {
         request.done.resume()
     } else {
@@ -280,11 +405,19 @@ private func streamWriteCallback(_ s: OpaquePointer?, _ status: Int32, _ arg: Un
 private func streamShutdownCallback(_ s: OpaquePointer?, _ status: Int32, _ arg: UnsafeMutableRawPointer?) {
     guard let arg else { return }
     let request = Unmanaged<ShutdownRequest>.fromOpaque(arg).takeRetainedValue()
+    if let s, let core = ms_stream_data(s) {
+        Unmanaged<StreamCore>.fromOpaque(core).takeUnretainedValue().didCompleteOnLoop(id: request.id)
+    }
     if status == 0 {
         request.done.resume()
     } else {
         request.done.resume(throwing: MultiServerError(rawValue: status, operation: .shutdown))
     }
+}
+
+private func streamDrainCallback(_ s: OpaquePointer?, _ arg: UnsafeMutableRawPointer?) {
+    guard let arg else { return }
+    Unmanaged<StreamCore>.fromOpaque(arg).takeUnretainedValue().pumpOnLoop()
 }
 
 private func streamCloseCallback(_ s: OpaquePointer?, _ arg: UnsafeMutableRawPointer?) {
@@ -295,12 +428,19 @@ private func streamCloseCallback(_ s: OpaquePointer?, _ arg: UnsafeMutableRawPoi
 
 // MARK: - AsyncSequence buffer
 
-/// Incoming chunks waiting for an `AsyncThrowingStream` consumer.
+/// The one inbound buffer of a connection: incoming chunks waiting for the
+/// task that iterates the connection.
+///
+/// Created once per `Connection`, so that a loop that stops early (`break`)
+/// and a later loop share it: the later one continues where the first
+/// stopped and no chunk is lost. Only one task may wait at a time; a second
+/// concurrent `next()` throws ``MultiServerError/busy``.
 ///
 /// The loop thread pushes; the consumer pulls one chunk per `next()`. Reading
-/// stops when `highWater` bytes are buffered and restarts once the consumer
-/// has taken the buffer below `lowWater`, so memory stays bounded however slow
-/// the consumer is.
+/// stops (`ms_stream_read_stop`) when `highWater` bytes are buffered and
+/// restarts once the consumer has taken the buffer below `lowWater`, so memory
+/// stays bounded however slow the consumer is. Once the read side ended, every
+/// later `next()` returns nil (clean end) or throws the same error again.
 final class ChunkQueue: Sendable {
     static let highWater = 1 << 20
     static let lowWater = 1 << 18
@@ -321,61 +461,71 @@ final class ChunkQueue: Sendable {
     init(core: StreamCore) { self.core = core }
 
     /// The consumer side: the next chunk, nil at the clean end, or the error.
-    func next() async throws -> [UInt8]? {
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<[UInt8]?, any Error>) in
-                enum Next { case chunk([UInt8], resume: Bool), end(Result<Void, MultiServerError>), canceled, wait(start: Bool, resume: Bool) }
-                let next: Next = state.withLock { s in
-                    if s.head < s.chunks.count {
-                        let chunk = s.chunks[s.head]
-                        s.head += 1
-                        if s.head == s.chunks.count || s.head > 64 {
-                            s.chunks.removeFirst(s.head)
-                            s.head = 0
+    func next() async throws(MultiServerError) -> [UInt8]? {
+        do {
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (cont: CheckedContinuation<[UInt8]?, any Error>) in
+                    enum Next {
+                        case chunk([UInt8], resume: Bool), end(Result<Void, MultiServerError>)
+                        case fail(MultiServerError), wait(start: Bool, resume: Bool)
+                    }
+                    let next: Next = state.withLock { s in
+                        if s.head < s.chunks.count {
+                            let chunk = s.chunks[s.head]
+                            s.head += 1
+                            if s.head == s.chunks.count || s.head > 64 {
+                                s.chunks.removeFirst(s.head)
+                                s.head = 0
+                            }
+                            s.bytes -= chunk.count
+                            let resume = s.paused && s.bytes <= Self.lowWater
+                            if resume { s.paused = false }
+                            return .chunk(chunk, resume: resume)
                         }
-                        s.bytes -= chunk.count
-                        let resume = s.paused && s.bytes <= Self.lowWater
-                        if resume { s.paused = false }
-                        return .chunk(chunk, resume: resume)
-                    }
-                    if let end = s.end {
-                        // Report an error once, then end.
-                        s.end = .success(())
-                        return .end(end)
-                    }
-                    if Task.isCancelled { return .canceled }
-                    s.waiter = cont
-                    let start = !s.started
-                    s.started = true
-                    let resume = s.paused
-                    s.paused = false
-                    return .wait(start: start, resume: resume)
-                }
-                switch next {
-                case .chunk(let chunk, let resume):
-                    if resume { requestMore() }
-                    cont.resume(returning: chunk)
-                case .end(.success): cont.resume(returning: nil)
-                case .end(.failure(let error)): cont.resume(throwing: error)
-                case .canceled: cont.resume(throwing: CancellationError())
-                case .wait(let start, let resume):
-                    if start {
-                        let core = self.core
-                        if !core.loop.execute({ core.setReaderOnLoop(.queue(self)) }) {
-                            finish(.failure(.closed.during(.read)))
+                        if let end = s.end { return .end(end) }
+                        if Task.isCancelled { return .fail(MultiServerError.canceled.during(.read)) }
+                        if s.waiter != nil {
+                            return .fail(MultiServerError(rawValue: MS_EBUSY.rawValue,
+                                                          reason: "another task is already reading this connection",
+                                                          stage: .read))
                         }
-                    } else if resume {
-                        requestMore()
+                        s.waiter = cont
+                        let start = !s.started
+                        s.started = true
+                        let resume = s.paused
+                        s.paused = false
+                        return .wait(start: start, resume: resume)
+                    }
+                    switch next {
+                    case .chunk(let chunk, let resume):
+                        if resume { requestMore() }
+                        cont.resume(returning: chunk)
+                    case .end(.success): cont.resume(returning: nil)
+                    case .end(.failure(let error)): cont.resume(throwing: error)
+                    case .fail(let error): cont.resume(throwing: error)
+                    case .wait(let start, let resume):
+                        if start {
+                            let core = self.core
+                            if !core.loop.execute({ core.setReaderOnLoop(.queue(self)) }) {
+                                finish(.failure(.closed.during(.read)))
+                            }
+                        } else if resume {
+                            requestMore()
+                        }
                     }
                 }
+            } onCancel: {
+                let waiter = state.withLock { s in
+                    let w = s.waiter
+                    s.waiter = nil
+                    return w
+                }
+                // Only the wait is withdrawn: chunks that arrive later stay
+                // buffered for the next iteration.
+                waiter?.resume(throwing: MultiServerError.canceled.during(.read))
             }
-        } onCancel: {
-            let waiter = state.withLock { s in
-                let w = s.waiter
-                s.waiter = nil
-                return w
-            }
-            waiter?.resume(throwing: CancellationError())
+        } catch {
+            throw MultiServerError.from(error, .read)
         }
     }
 
@@ -403,18 +553,15 @@ final class ChunkQueue: Sendable {
         return pause
     }
 
-    /// Loop thread (or a failed start): the read side ended.
+    /// Loop thread (or a failed start): the read side ended. Buffered chunks
+    /// are still delivered before the end.
     func finish(_ end: Result<Void, MultiServerError>) {
         let waiter: CheckedContinuation<[UInt8]?, any Error>? = state.withLock { s in
             guard s.end == nil else { return nil }
-            // Buffered chunks are still delivered before the end.
-            if let waiter = s.waiter {
-                s.waiter = nil
-                s.end = .success(())
-                return waiter
-            }
             s.end = end
-            return nil
+            let w = s.waiter
+            s.waiter = nil
+            return w
         }
         guard let waiter else { return }
         switch end {

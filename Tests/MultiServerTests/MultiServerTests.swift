@@ -383,7 +383,7 @@ struct MultiServerTests {
         let loaded = try KeyPair(secretFile: path)
         #expect(loaded == keys)
         #expect(loaded.id == keys.id)
-        #expect(!"\(keys)".contains(KeyPair.base64(of: Array(keys.secretKey.prefix(32)))))
+        #expect(!"\(keys)".contains(KeyPair.base64(of: keys.withCKeyPair { kp in withUnsafeBytes(of: kp.pointee.secret_key) { Array($0.prefix(32)) } })))
         // Saving never overwrites.
         #expect(throws: MultiServerError.self) { try keys.save(to: path) }
         do { try keys.save(to: path) } catch { #expect(MultiServerError.alreadyExists ~= error) }

@@ -3,20 +3,25 @@ import Testing
 
 /// README.md, "Swift quick start", kept compiling. The body is the snippet as
 /// printed, except that the unix socket lives in a private directory and the
-/// multiserver and connection are returned for the test to finish with.
-/// Keep the two in step.
-func readmeSwiftQuickStart(socketDirectory dir: String) async throws -> (MultiServer, Connection) {
-    let ms = try MultiServer(keys: .generate())               // app key: main SSB network
-    let server = try ms.listen(["net:127.0.0.1:0~shs", "unix:\(dir)/app.sock~shs"]) { conn in
-        Task {
-            for try await chunk in conn.bytes { try await conn.write(chunk) }   // echo
-            try? await conn.shutdownWrite()
+/// reply is collected (besides being printed) and returned with the
+/// multiserver, for the test to check. Keep the two in step.
+func readmeSwiftQuickStart(socketDirectory dir: String) async throws -> (MultiServer, [UInt8]) {
+    let replies = Collected<[UInt8]>()
+    let ms = try await MultiServer.withMultiServer(keys: .generate()) { ms in      // app key: main SSB network
+        try await ms.withListener(["net:127.0.0.1:0~shs", "unix:\(dir)/app.sock~shs"]) { conn in
+            for try await chunk in conn { try await conn.write(chunk) }  // echo
+            try await conn.shutdownWrite()                               // closed when this returns
+        } body: { server in
+            print(server.address)                                         // what to advertise
+            try await ms.withConnection(to: server.address) { conn in    // tries each ; alternative
+                try await conn.write("hello".utf8)
+                try await conn.shutdownWrite()
+                for try await reply in conn { print(String(decoding: reply, as: UTF8.self)); replies.append(reply) }
+            }
         }
-    }
-    print(server.address)                                      // what to advertise
-    let conn = try await ms.connect(server.address)            // tries each ; alternative
-    try await conn.write(Array("hello".utf8))
-    return (ms, conn)
+        return ms
+    }                                                                     // everything closed here
+    return (ms, replies.all.flatMap { $0 })
 }
 
 /// README.md, "Swift quick start", the authorization example (`friends` is
@@ -28,7 +33,7 @@ func readmeSwiftAuthorization(friends: [[UInt8]: String]) throws -> (MultiServer
     })
     let door = try guarded.listen(["net:127.0.0.1:0~shs"]) { conn in
         let name = conn.authorization as? String ?? "?"
-        Task { try await conn.write(Array("hi \(name)".utf8)); try await conn.shutdownWrite() }
+        Task { try await conn.executeThenClose { try await $0.write("hi \(name)".utf8); try await $0.shutdownWrite() } }
     }
     return (guarded, door)
 }
@@ -38,10 +43,8 @@ struct ReadmeSnippetTests {
     @Test func swiftQuickStartRuns() async throws {
         let dir = makeTempDir()
         defer { removeTree(dir) }
-        let (ms, conn) = try await readmeSwiftQuickStart(socketDirectory: dir)
-        try await conn.shutdownWrite()
-        #expect(try await readAll(conn) == Array("hello".utf8))
-        await ms.shutdown()
+        let (ms, reply) = try await readmeSwiftQuickStart(socketDirectory: dir)
+        #expect(reply == Array("hello".utf8))
         #expect(ms.loop.deleteStatus.withLock { $0 } == 0)
     }
 
