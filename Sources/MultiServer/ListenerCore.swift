@@ -14,6 +14,15 @@ final class ListenerCore: @unchecked Sendable {
     private var closed = false
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
 
+    /// On the loop thread: what a peer in `scope` can dial (ms_listener_addresses).
+    func addressesOnLoop(_ scope: Int32) -> [String] {
+        guard let listener, !closing else { return [] }
+        guard let joined = ms_listener_addresses(listener, scope) else { return [] }
+        defer { ms_free(joined) }
+        let text = String(cString: joined)
+        return text.isEmpty ? [] : text.split(separator: ";").map(String.init)
+    }
+
     init(loop: EventLoop, onConnection: @escaping @Sendable (StreamCore) -> Void,
          onError: (@Sendable (MultiServerError) -> Void)?) {
         self.loop = loop

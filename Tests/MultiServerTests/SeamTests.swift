@@ -55,3 +55,21 @@ struct SeamTests {
         await ms.shutdown()
     }
 }
+
+struct ScopeAndStatsTests {
+    @Test func addressesPerScopeAndCounters() async throws {
+        let ms = try MultiServer(keys: .generate())
+        let server = try ms.listen(["net:0.0.0.0:0~shs"]) { conn in
+            Task { await conn.close() }
+        }
+        let device = server.addresses(scope: .device)
+        #expect(device.count == 1)
+        #expect(device.first?.hasPrefix("net:127.0.0.1:") == true)
+        #expect(!server.addresses(scope: .public).contains { $0.contains("0.0.0.0") })
+        let conn = try await ms.connect(device[0])
+        await conn.close()
+        for _ in 0..<50 where ms.stats.accepted < 1 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(ms.stats.accepted == 1)
+        await ms.shutdown()
+    }
+}
