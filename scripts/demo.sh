@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Demo: one server listening on six stacks at once (TCP, unix socket,
-# WebSocket, and each again under secret-handshake encryption), and a client
-# connecting over each, printing what happens.
+# Demo: one server listening on eight stacks at once (TCP, unix socket,
+# WebSocket, each again under secret-handshake encryption, TCP under Noise
+# beside it, and shs with gzip inside), and a client connecting over each,
+# printing what happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MS=${MULTISERVER:-build/multiserver}
@@ -11,9 +12,9 @@ srv=
 # under set -e, and the script's own exit status must survive it.
 trap 'rc=$?; if [ -n "$srv" ]; then kill "$srv" 2>/dev/null || true; fi; rm -rf "$dir"; exit $rc' EXIT
 
-echo "== server: multiserver serve --echo net:127.0.0.1:0 unix:$dir/plain.sock net:127.0.0.1:0~shs unix:$dir/secret.sock~shs ws://127.0.0.1:0 ws://127.0.0.1:0~shs"
+echo "== server: multiserver serve --echo net:127.0.0.1:0 unix:$dir/plain.sock net:127.0.0.1:0~shs unix:$dir/secret.sock~shs ws://127.0.0.1:0 ws://127.0.0.1:0~shs net:127.0.0.1:0~noise net:127.0.0.1:0~shs~gzip"
 $MS serve --echo "net:127.0.0.1:0" "unix:$dir/plain.sock" "net:127.0.0.1:0~shs" "unix:$dir/secret.sock~shs" \
-  "ws://127.0.0.1:0" "ws://127.0.0.1:0~shs" \
+  "ws://127.0.0.1:0" "ws://127.0.0.1:0~shs" "net:127.0.0.1:0~noise" "net:127.0.0.1:0~shs~gzip" \
   >"$dir/addr" 2>"$dir/log" &
 srv=$!
 for _ in $(seq 50); do [ -s "$dir/addr" ] && break; sleep 0.1; done
@@ -26,6 +27,8 @@ for a in "${alts[@]}"; do
   proto=${a%%:*}
   msg="hello over $proto"
   if [[ $a == *~shs:* ]]; then msg="$msg + shs"; fi
+  if [[ $a == *~noise:* ]]; then msg="$msg + noise"; fi
+  if [[ $a == *~gzip* ]]; then msg="$msg + gzip"; fi
   echo "== client: echo '$msg' | multiserver connect '$a'"
   reply=$(printf '%s' "$msg" | $MS connect "$a")
   echo "   reply: $reply"
@@ -38,6 +41,10 @@ if $MS connect "$a" <"$dir/blob" | cmp -s - "$dir/blob"; then echo "   echoed ba
 echo
 echo "== 4 MiB through the encrypted WebSocket stack:"
 a=${alts[5]}
+if $MS connect "$a" <"$dir/blob" | cmp -s - "$dir/blob"; then echo "   echoed back intact (cmp ok)"; else echo "   MISMATCH"; exit 1; fi
+echo
+echo "== 4 MiB through Noise, served beside shs with the same key:"
+a=${alts[6]}
 if $MS connect "$a" <"$dir/blob" | cmp -s - "$dir/blob"; then echo "   echoed back intact (cmp ok)"; else echo "   MISMATCH"; exit 1; fi
 a=${alts[2]}
 echo
