@@ -194,27 +194,35 @@ typedef struct {
   uint8_t secret_key[MS_SECRETKEYBYTES];
 } ms_keypair_t;
 
+/* A fresh key pair from the system CSPRNG. 0, or MS_EINVAL for NULL. */
 MS_EXTERN int ms_keypair_generate(ms_keypair_t *kp);
-MS_EXTERN int ms_keypair_from_seed(ms_keypair_t *kp,
+/* The key pair of a 32-byte seed (deterministic). 0, MS_EINVAL, MS_EKEY. */
+MS_EXTERN MS_WUR int ms_keypair_from_seed(ms_keypair_t *kp,
                                    const uint8_t seed[MS_SEEDBYTES]);
 /* Wipe a key pair (sodium_memzero). */
 MS_EXTERN void ms_keypair_wipe(ms_keypair_t *kp);
 /* Read/write the ~/.ssb/secret format (JSON with curve, public, private, id;
  * '#' comment lines). Written files are created 0600. */
-MS_EXTERN int ms_keypair_load(ms_keypair_t *kp, const char *path);
-MS_EXTERN int ms_keypair_save(const ms_keypair_t *kp, const char *path);
+/* load: 0, -errno (libuv's values: UV_ENOENT, UV_EACCES …), MS_ESECRETFILE
+ * for a malformed file, MS_EINVAL; kp is wiped on failure. save: 0,
+ * MS_EEXIST if path exists (never overwritten), -errno. */
+MS_EXTERN MS_WUR int ms_keypair_load(ms_keypair_t *kp, const char *path);
+MS_EXTERN MS_WUR int ms_keypair_save(const ms_keypair_t *kp, const char *path);
 /* "@<base64>.ed25519"; buf needs MS_ID_LEN + 1 bytes. */
 #define MS_ID_LEN 53
 MS_EXTERN int ms_key_to_id(const uint8_t pk[MS_PUBLICKEYBYTES], char *buf,
                            size_t size);
 /* Accepts "@<base64>.ed25519" or bare standard base64 (44 chars). */
-MS_EXTERN int ms_key_from_id(uint8_t pk[MS_PUBLICKEYBYTES], const char *id);
+/* 0, or MS_EKEY for anything else. */
+MS_EXTERN MS_WUR int ms_key_from_id(uint8_t pk[MS_PUBLICKEYBYTES], const char *id);
 /* Standard base64 with padding of 32 bytes; buf needs 45 bytes. */
+/* to: 0, or MS_EINVAL for a buffer under 45 bytes. from: len bytes of
+ * canonical padded base64 of exactly 32 bytes: 0, or MS_EKEY. */
 MS_EXTERN int ms_key_to_base64(const uint8_t key[32], char *buf, size_t size);
-MS_EXTERN int ms_key_from_base64(uint8_t key[32], const char *b64, size_t len);
+MS_EXTERN MS_WUR int ms_key_from_base64(uint8_t key[32], const char *b64, size_t len);
 
 /* The main Scuttlebutt network key, 1KHLiKZvAvjbY1ziZEHMXawbCEIM6qwjCDm3VYRan/s= */
-MS_EXTERN const uint8_t *ms_appkey_scuttlebutt(void);
+MS_EXTERN const uint8_t *ms_appkey_scuttlebutt(void); /* static storage */
 
 /* ------------------------------------------------------------------ */
 /* Streams                                                             */
@@ -515,6 +523,8 @@ MS_EXTERN MS_WUR int ms_listen_with(ms_t *ms, const char *address,
                                     ms_connection_cb cb, void *arg,
                                     ms_listener_t **out, char *reason,
                                     size_t reason_len);
+/* Receive listener-level failures (handshakes that failed, limits reached,
+ * accept errors); stack and reason are valid during the call only. */
 MS_EXTERN void ms_listener_on_error(ms_listener_t *l, ms_listen_error_cb cb,
                                     void *arg);
 /* The multiaddress that reaches this listener: ;-joined, actual ports,

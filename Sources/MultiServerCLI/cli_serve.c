@@ -207,7 +207,7 @@ int cli_serve(int argc, char **argv) {
   sv.mode = MODE_BRIDGE;
   for (int i = 1; i < argc; i++) {
     int r = cli_common_option(&o, argc, argv, &i, true);
-    if (r < 0) return 2;
+    if (r < 0) { free(joined); return 2; }
     if (r > 0) continue;
     if (strcmp(argv[i], "--echo") == 0) {
       sv.mode = MODE_ECHO;
@@ -216,11 +216,11 @@ int cli_serve(int argc, char **argv) {
     if (strcmp(argv[i], "--http-root") == 0) {
       if (i + 1 >= argc) {
         cli_err("--http-root needs a directory");
-        return 2;
+        { free(joined); return 2; }
       }
       if (realpath(argv[++i], http_root) == NULL) {
         cli_err("--http-root: %s: %s", argv[i], strerror(errno));
-        return 2;
+        { free(joined); return 2; }
       }
       have_root = true;
       continue;
@@ -237,7 +237,7 @@ int cli_serve(int argc, char **argv) {
                                          : -1;
       if (scope < 0) {
         cli_err("--scope: device, local or public, got \"%s\"", v);
-        return 2;
+        { free(joined); return 2; }
       }
       continue;
     }
@@ -247,7 +247,7 @@ int cli_serve(int argc, char **argv) {
     }
     if (argv[i][0] == '-' && argv[i][1] == '-') {
       cli_err("serve: unknown option %s", argv[i]);
-      return 2;
+      { free(joined); return 2; }
     }
     size_t n = strlen(argv[i]);
     cap = len + n + 2;
@@ -260,6 +260,7 @@ int cli_serve(int argc, char **argv) {
   }
   if (len == 0) {
     cli_err("serve: at least one ADDRESS expected");
+    free(joined);
     return 2;
   }
   ms_options_t mo;
