@@ -23,6 +23,8 @@ internal import CMultiServer
 /// its own (without waiting).
 public final class MultiServer: Sendable {
     let loop: EventLoop
+    /// The plain-HTTP handler's box (HTTP.swift), kept alive while set.
+    let httpHandler = Locked<HTTPHandlerBox?>(nil)
 
     /// Creates a multiserver and starts its loop thread.
     ///

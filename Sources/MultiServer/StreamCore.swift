@@ -282,6 +282,16 @@ final class StreamCore: @unchecked Sendable {
 
     // MARK: close (loop thread)
 
+    /// On the loop thread: bytes delivered to the reader and written, as of
+    /// now (kept at close).
+    func byteCountsOnLoop() -> (UInt64, UInt64) {
+        if closed { return finalCounts }
+        var rx: UInt64 = 0, tx: UInt64 = 0
+        ms_stream_bytes(stream, &rx, &tx)
+        return (rx, tx)
+    }
+    private var finalCounts: (UInt64, UInt64) = (0, 0)
+
     func closeOnLoop(_ waiter: (@Sendable () -> Void)?) {
         if closed {
             waiter?()
@@ -296,6 +306,9 @@ final class StreamCore: @unchecked Sendable {
         let waiting = pending
         pending = []
         for request in waiting { request.fail(MultiServerError.canceled) }
+        var rx: UInt64 = 0, tx: UInt64 = 0
+        ms_stream_bytes(stream, &rx, &tx)
+        finalCounts = (rx, tx)
         ms_stream_close(stream, streamCloseCallback, context)
     }
 
