@@ -97,10 +97,23 @@ fuzz: $(FUZZ_SRCS:Tests/fuzz/%.c=$(BUILD)/fuzz/%)
 	  grep -E 'stat::number_of_executed_units|Done' $(BUILD)/fuzz/$$n.log | tail -2; \
 	done
 
-$(BUILD)/fuzz/%: Tests/fuzz/%.c $(SRCS) $(HEADERS)
+# The library is compiled once for every fuzz target (-fsanitize=fuzzer-no-link
+# instruments it without a main), then each target links against it.
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -Iinclude $(MS_PRIV_INC) \
+              $(shell pkg-config --cflags libuv libsodium zlib openssl 2>/dev/null)
+FUZZ_OBJS  = $(SRCS:Sources/CMultiServer/%.c=$(BUILD)/fuzz/obj/%.o)
+
+$(BUILD)/fuzz/obj/%.o: Sources/CMultiServer/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(FUZZCC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude $(MS_PRIV_INC) \
-	  -o $@ $< $(SRCS) $(MS_LIBS)
+	$(FUZZCC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(BUILD)/fuzz/libfuzzms.a: $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/fuzz/%: Tests/fuzz/%.c $(BUILD)/fuzz/libfuzzms.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZCC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(BUILD)/fuzz/libfuzzms.a $(MS_LIBS)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
