@@ -14,7 +14,7 @@
  * server in a child, the sender or client in the parent, each with its own
  * multiserver and loop, so a 2-core machine shows both ends at once.
  *
- *   ms_bench [--smoke] [--data FILE]
+ *   ms_bench [--smoke] [--data FILE] [--only bulk|hs|accepts|mem]
  *     --smoke  short runs (CI: well under a minute); the figures are rough
  *     --data   also write the bulk figures as TSV (stack, write size, MiB/s)
  *              for Tests/bench/plot_bulk.py
@@ -46,6 +46,9 @@
 
 static int smoke;
 static FILE *data_out;
+static const char *only; /* --only: run just this section (limits always run) */
+
+static bool want(const char *section) { return only == NULL || strcmp(only, section) == 0; }
 static int failures;
 
 static double now(void) {
@@ -101,7 +104,7 @@ static void skipped(const char *name, const char *why) {
 
 /* ---- targets ----------------------------------------------------------- */
 
-#define MAX_TARGETS 16
+#define MAX_TARGETS 32
 static struct {
   char text[160];
   double got, want;
@@ -122,6 +125,24 @@ static void target(double got, double want, const char *fmt, ...) {
 /* ---- limits: box-stream, noise transport ------------------------------- */
 
 static double box_seal_limit, box_open_limit;
+
+/* Reference only: raw crypto_secretbox_detached over 4096-byte blocks, the
+ * body crypto box-stream cannot avoid (a packet also boxes its header). */
+static void ref_secretbox(void) {
+  uint8_t key[32], nonce[24], mac[16];
+  static uint8_t block[4096];
+  randombytes_buf(key, sizeof key);
+  randombytes_buf(nonce, sizeof nonce);
+  size_t total = 0;
+  double t0 = cpu_self();
+  while (cpu_self() - t0 < limit_seconds()) {
+    for (int i = 0; i < 256; i++) {
+      crypto_secretbox_detached(block, mac, block, sizeof block, nonce, key);
+      total += sizeof block;
+    }
+  }
+  fig("ref secretbox-4096", total / MIB / (cpu_self() - t0), "MiB/s", 0, NULL);
+}
 
 static void limit_box(void) {
   size_t len = 1 << 20; /* 256 packets of 4096 */
@@ -594,6 +615,8 @@ static void btx_connected(ms_stream_t *s, int status, const char *reason, void *
 /* MiB/s of application bytes (wall clock), or -1; *cpu_rate: the bytes
  * over the CPU time of the busier side (what two cores of its own would
  * give when both ends keep busy). */
+static double last_send_cpu, last_recv_cpu; /* of the last bulk run, seconds */
+
 static double bulk_run(const char *stack, size_t wsize, size_t total, const uint8_t *data,
                        double *cpu_rate) {
   bulk_arg_t a = {stack, total};
@@ -621,6 +644,8 @@ static double bulk_run(const char *stack, size_t wsize, size_t total, const uint
   reap(&ch, rc != 0);
   if (rc != 0 || btx.error) return -1;
   *cpu_rate = total / MIB / (pcpu > ccpu ? pcpu : ccpu);
+  last_send_cpu = pcpu;
+  last_recv_cpu = ccpu;
   return total / MIB / (t1 - btx.t0);
 }
 
@@ -659,14 +684,20 @@ static void bulk_stack(int idx, const char *name, const char *listen, const uint
       bulk64[idx] = r;
       cpu64[idx] = cr;
     }
+    char cpu[64];
+    snprintf(cpu, sizeof cpu, " (CPU s: send %.2f, recv %.2f)", last_send_cpu, last_recv_cpu);
     if (i == 0) {
       fig(fname, r, "MiB/s", limit, limit_name);
-      fig(cname, cr, "MiB/s", limit, limit_name);
+      if (limit > 0)
+        printf("%-26s %10.1f %-9s %6.1f%% of %s%s\n", cname, cr, "MiB/s", 100 * cr / limit,
+               limit_name, cpu);
+      else
+        printf("%-26s %10.1f %-9s%s\n", cname, cr, "MiB/s", cpu);
     } else {
       printf("%-26s %10.1f %-9s %6.1f%% of bulk %s/64K\n", fname, r, "MiB/s",
              100 * r / bulk64[idx], name);
-      printf("%-26s %10.1f %-9s %6.1f%% of bulk-cpu %s/64K\n", cname, cr, "MiB/s",
-             100 * cr / cpu64[idx], name);
+      printf("%-26s %10.1f %-9s %6.1f%% of bulk-cpu %s/64K%s\n", cname, cr, "MiB/s",
+             100 * cr / cpu64[idx], name, cpu);
     }
     fflush(stdout);
     if (data_out) fprintf(data_out, "%s\t%zu\t%.1f\t%.1f\n", name, sizes[i], r, cr);
@@ -910,13 +941,25 @@ static void msrv_conn(ms_stream_t *s, void *arg) {
   }
 }
 
+static void mem_child_run(size_t n);
+
+/* The server is a fresh process (exec), so that its heap does not reuse
+ * pages the bench already touched and RSS grows by what connections take. */
 static void mem_child(void *argp) {
   size_t *n = argp;
+  char fd[16], count[32];
+  snprintf(fd, sizeof fd, "%d", wfd_child);
+  snprintf(count, sizeof count, "%zu", *n);
+  execl("/proc/self/exe", "ms_bench", "--mem-child", fd, count, (char *)NULL);
+  _exit(4);
+}
+
+static void mem_child_run(size_t n) {
   raise_nofile();
   ms_t *ms = new_ms();
   char why[256];
   ms_listener_t *l;
-  msrv.n = *n;
+  msrv.n = n;
   if (ms_listen(ms, "net:127.0.0.1:0~shs", msrv_conn, ms, &l, why, sizeof why) != 0) {
     fprintf(stderr, "bench: listen: %s\n", why);
     _exit(2);
@@ -1004,9 +1047,17 @@ static void memory(void) {
 /* ---- main --------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
+  if (argc == 4 && strcmp(argv[1], "--mem-child") == 0) {
+    if (sodium_init() < 0) return 1;
+    wfd_child = atoi(argv[2]);
+    mem_child_run((size_t)strtoull(argv[3], NULL, 10));
+    return 0;
+  }
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--smoke") == 0) {
       smoke = 1;
+    } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      only = argv[++i];
     } else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
       data_out = fopen(argv[++i], "w");
       if (data_out == NULL) {
@@ -1014,7 +1065,7 @@ int main(int argc, char **argv) {
         return 1;
       }
     } else {
-      fprintf(stderr, "usage: ms_bench [--smoke] [--data FILE]\n");
+      fprintf(stderr, "usage: ms_bench [--smoke] [--data FILE] [--only bulk|hs|accepts|mem]\n");
       return 1;
     }
   }
@@ -1028,6 +1079,7 @@ int main(int argc, char **argv) {
          "# sockets: two processes; bulk-cpu/hs-cpu: the same runs over the CPU time used\n",
          smoke ? " --smoke" : "", ncpu, load[0]);
 
+  ref_secretbox();
   limit_box();
   limit_noise();
   limit_shs();
@@ -1035,11 +1087,13 @@ int main(int argc, char **argv) {
 
   make_data();
   size_t big = smoke ? (size_t)64 << 20 : (size_t)1 << 30;
-  size_t gz = smoke ? (size_t)8 << 20 : (size_t)128 << 20;
+  /* gzip is deflate-bound (15-40 MiB/s per core): 1 GiB would take minutes */
+  size_t gz = smoke ? (size_t)8 << 20 : (size_t)64 << 20;
   snprintf(unix_path, sizeof unix_path, "/tmp/ms-bench-%d.sock", (int)getpid());
   char unix_addr[96];
   snprintf(unix_addr, sizeof unix_addr, "unix:%s~shs", unix_path);
 
+  if (want("bulk")) {
   if (data_out) fprintf(data_out, "stack\twrite\twall_MiBps\tcpu_MiBps\n");
   bulk_stack(0, "net", "net:127.0.0.1:0", data_random, big, 0, NULL);
   bulk_stack(1, "net~shs", "net:127.0.0.1:0~shs", data_random, big, box_open_limit,
@@ -1075,12 +1129,16 @@ int main(int argc, char **argv) {
       target(100 * cpu64[3] / cpu64[1], 130, "net~noise >= 1.3 x net~shs, 64K (cpu)");
     }
   }
+  }
 
-  handshakes("shs", "net:127.0.0.1:0~shs", &shs_limit);
-  handshakes("noise", "net:127.0.0.1:0~noise", &noise_limit);
+  if (want("hs")) {
+    handshakes("shs", "net:127.0.0.1:0~shs", &shs_limit);
+    handshakes("noise", "net:127.0.0.1:0~noise", &noise_limit);
+  }
   size_t nacc = smoke ? 2000 : 10000;
-  double acc = hs_run("net:127.0.0.1:0", 64, 30, true, nacc, NULL, NULL);
-  if (acc < 0) {
+  double acc = want("accepts") ? hs_run("net:127.0.0.1:0", 64, 30, true, nacc, NULL, NULL) : 0;
+  if (!want("accepts")) {
+  } else if (acc < 0) {
     printf("%-26s    FAILED\n", "accepts net 64-conc");
     failures++;
   } else {
@@ -1088,7 +1146,7 @@ int main(int argc, char **argv) {
            "conn/s", nacc);
   }
 
-  memory();
+  if (want("mem")) memory();
 
   printf("# targets (ratios in this run)\n");
   for (int i = 0; i < ntargets; i++) {
