@@ -14,8 +14,11 @@
  * server in a child, the sender or client in the parent, each with its own
  * multiserver and loop, so a 2-core machine shows both ends at once.
  *
- *   ms_bench [--smoke] [--data FILE] [--only bulk|hs|accepts|mem]
- *     --smoke  short runs (CI: well under a minute); the figures are rough
+ *   ms_bench [--smoke] [--data FILE] [--only bulk|hs|accepts|mem] [--stack NAME]
+ *     --smoke  short runs (CI: well under a minute); the figures are rough;
+ *              every bulk run also checks the bytes (CRC-32) end to end
+ *     --only   run one section (the limits always run); --stack: bulk runs
+ *              of one stack (as named in the output, e.g. net~shs)
  *     --data   also write the bulk figures as TSV (stack, write size, MiB/s)
  *              for Tests/bench/plot_bulk.py
  *
@@ -35,6 +38,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <zlib.h>
 
 #include "multiserver.h"
 #include "multiserver_uv.h"
@@ -47,6 +51,8 @@
 static int smoke;
 static FILE *data_out;
 static const char *only; /* --only: run just this section (limits always run) */
+
+static const char *only_stack; /* --stack: bulk runs of this stack only */
 
 static bool want(const char *section) { return only == NULL || strcmp(only, section) == 0; }
 static int failures;
@@ -521,19 +527,22 @@ typedef struct {
 static struct {
   ms_listener_t *l;
   size_t received, total;
+  uLong crc; /* --smoke: of everything received, checked by the sender */
 } brx;
 
 static void brx_read(ms_stream_t *s, int status, const uint8_t *d, size_t n, void *arg) {
-  (void)d;
   (void)arg;
   if (status != 0) {
     ms_stream_close(s, closed_noop, NULL);
     return;
   }
   brx.received += n;
+  if (smoke) brx.crc = crc32(brx.crc, d, (uInt)n);
   if (brx.received >= brx.total) {
     double t = now();
     child_send(&t, sizeof t);
+    uint64_t crc = brx.crc;
+    child_send(&crc, sizeof crc);
     ms_stream_read_stop(s);
     ms_stream_close(s, closed_noop, NULL);
     ms_listener_close(brx.l, NULL, NULL);
@@ -550,6 +559,7 @@ static void bulk_child(void *argp) {
   ms_t *ms = new_ms();
   char why[256];
   brx.total = a->total;
+  brx.crc = crc32(0L, Z_NULL, 0);
   if (ms_listen(ms, a->stack, brx_conn, NULL, &brx.l, why, sizeof why) != 0) {
     fprintf(stderr, "bench: listen %s: %s\n", a->stack, why);
     _exit(2);
@@ -566,6 +576,7 @@ static struct {
   double t0, cpu0, child_cpu0;
   pid_t child;
   int error;
+  uLong crc;
 } btx;
 
 static void btx_pump(ms_stream_t *s);
@@ -587,6 +598,7 @@ static void btx_pump(ms_stream_t *s) {
     size_t n = btx.total - btx.sent < btx.wsize ? btx.total - btx.sent : btx.wsize;
     ms_buf_t b = {btx.data + btx.sent % DATA_SPAN, n};
     bool last = btx.sent + n == btx.total;
+    if (smoke) btx.crc = crc32(btx.crc, b.base, (uInt)n);
     int rc = ms_stream_write(s, &b, 1, last ? btx_written : NULL, NULL);
     if (rc != 0) {
       btx.error = rc;
@@ -632,6 +644,7 @@ static double bulk_run(const char *stack, size_t wsize, size_t total, const uint
   btx.wsize = wsize;
   btx.total = total;
   btx.child = ch.pid;
+  btx.crc = crc32(0L, Z_NULL, 0);
   ms_t *ms = new_ms();
   if (ms_connect(ms, addr, btx_connected, NULL, NULL) != 0) btx.error = -1;
   ms_run(ms, MS_RUN_DEFAULT);
@@ -639,7 +652,13 @@ static double bulk_run(const char *stack, size_t wsize, size_t total, const uint
   ms_delete(ms);
   free(addr);
   double t1 = 0;
+  uint64_t crc = 0;
   int rc = btx.error ? -1 : parent_recv(&ch, &t1, sizeof t1);
+  if (rc == 0) rc = parent_recv(&ch, &crc, sizeof crc);
+  if (rc == 0 && smoke && crc != btx.crc) {
+    fprintf(stderr, "bench: %s: the receiver got other bytes than were sent\n", stack);
+    rc = -1;
+  }
   double ccpu = cpu_of(ch.pid) - btx.child_cpu0;
   reap(&ch, rc != 0);
   if (rc != 0 || btx.error) return -1;
@@ -670,6 +689,7 @@ static void bulk_stack(int idx, const char *name, const char *listen, const uint
                        size_t total, double limit, const char *limit_name) {
   static const size_t sizes[] = {65536, 4096, 1024};
   static const char *labels[] = {"64K", "4K", "1K"};
+  if (only_stack && strcmp(only_stack, name) != 0) return;
   for (int i = 0; i < 3; i++) {
     char fname[96], cname[96];
     snprintf(fname, sizeof fname, "bulk %s/%s", name, labels[i]);
@@ -1056,6 +1076,8 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--smoke") == 0) {
       smoke = 1;
+    } else if (strcmp(argv[i], "--stack") == 0 && i + 1 < argc) {
+      only_stack = argv[++i];
     } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
       only = argv[++i];
     } else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
@@ -1065,7 +1087,7 @@ int main(int argc, char **argv) {
         return 1;
       }
     } else {
-      fprintf(stderr, "usage: ms_bench [--smoke] [--data FILE] [--only bulk|hs|accepts|mem]\n");
+      fprintf(stderr, "usage: ms_bench [--smoke] [--data FILE] [--only bulk|hs|accepts|mem] [--stack NAME]\n");
       return 1;
     }
   }
