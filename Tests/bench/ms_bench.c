@@ -53,6 +53,7 @@ static FILE *data_out;
 static const char *only; /* --only: run just this section (limits always run) */
 
 static const char *only_stack; /* --stack: bulk runs of this stack only */
+static size_t mem_n;            /* --mem-n: idle connections for the memory figure */
 
 static bool want(const char *section) { return only == NULL || strcmp(only, section) == 0; }
 static int failures;
@@ -946,17 +947,24 @@ static void msrv_report(uv_timer_t *t) {
   child_send(v, sizeof v);
 }
 
+static void msrv_baseline(uv_timer_t *t) {
+  (void)t;
+  msrv.rss0 = rss_bytes();
+  msrv.heap0 = heap_bytes();
+}
+
 static void msrv_conn(ms_stream_t *s, void *arg) {
   ms_t *ms = arg;
   if (ms_stream_read_start(s, msrv_read, NULL) != 0) ms_stream_close(s, closed_noop, NULL);
   msrv.accepted++;
   if (msrv.accepted == MEM_WARM) {
-    msrv.rss0 = rss_bytes();
-    msrv.heap0 = heap_bytes();
+    /* the baseline once the warm-up connections are idle (the client
+     * waits before it opens the rest) */
+    uv_timer_init(ms_loop(ms), &msrv.timer);
+    uv_timer_start(&msrv.timer, msrv_baseline, 200, 0);
   }
   if (msrv.accepted == MEM_WARM + msrv.n) {
     /* let closing timers and handshake state go first */
-    uv_timer_init(ms_loop(ms), &msrv.timer);
     uv_timer_start(&msrv.timer, msrv_report, 300, 0);
   }
 }
@@ -994,9 +1002,15 @@ static struct {
   const char *addr;
   ms_stream_t **streams;
   size_t want, started, connected, failed;
+  uv_timer_t pause;
 } mcli;
 
 static void mcli_start(void);
+
+static void mcli_resume(uv_timer_t *t) {
+  (void)t;
+  for (int i = 0; i < 64 && mcli.started < mcli.want; i++) mcli_start();
+}
 
 static void mcli_connected(ms_stream_t *s, int status, const char *reason, void *arg) {
   (void)arg;
@@ -1005,8 +1019,16 @@ static void mcli_connected(ms_stream_t *s, int status, const char *reason, void 
   } else {
     mcli.streams[mcli.connected++] = s;
   }
-  if (mcli.started < mcli.want && mcli.failed < 10) mcli_start();
-  if (mcli.connected + mcli.failed == mcli.started) ms_stop(mcli.ms);
+  if (mcli.connected + mcli.failed == MEM_WARM && mcli.started == MEM_WARM) {
+    /* warm-up done: give the server time to take its baseline */
+    uv_timer_start(&mcli.pause, mcli_resume, 500, 0);
+    return;
+  }
+  if (mcli.started > MEM_WARM && mcli.started < mcli.want && mcli.failed < 10) mcli_start();
+  if (mcli.connected + mcli.failed == mcli.want) {
+    uv_close((uv_handle_t *)&mcli.pause, NULL);
+    ms_stop(mcli.ms);
+  }
 }
 
 static void mcli_start(void) {
@@ -1016,7 +1038,7 @@ static void mcli_start(void) {
 
 static void memory(void) {
   raise_nofile();
-  size_t n = smoke ? 300 : 4000;
+  size_t n = mem_n ? mem_n : smoke ? 300 : 4000;
   size_t lim = nofile();
   if (n + MEM_WARM + 64 > lim) n = lim > MEM_WARM + 128 ? lim - MEM_WARM - 128 : 0;
   if (n < 100) {
@@ -1040,7 +1062,8 @@ static void memory(void) {
   mcli.addr = addr;
   mcli.want = total;
   mcli.streams = calloc(total, sizeof *mcli.streams);
-  for (int i = 0; i < 64; i++) mcli_start();
+  uv_timer_init(ms_loop(mcli.ms), &mcli.pause);
+  for (int i = 0; i < MEM_WARM; i++) mcli_start();
   ms_run(mcli.ms, MS_RUN_DEFAULT); /* stopped once all are connected */
   size_t v[4] = {0};
   int rc = mcli.connected == total ? parent_recv(&ch, v, sizeof v) : -1;
@@ -1076,6 +1099,8 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--smoke") == 0) {
       smoke = 1;
+    } else if (strcmp(argv[i], "--mem-n") == 0 && i + 1 < argc) {
+      mem_n = (size_t)strtoull(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--stack") == 0 && i + 1 < argc) {
       only_stack = argv[++i];
     } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
@@ -1087,7 +1112,7 @@ int main(int argc, char **argv) {
         return 1;
       }
     } else {
-      fprintf(stderr, "usage: ms_bench [--smoke] [--data FILE] [--only bulk|hs|accepts|mem] [--stack NAME]\n");
+      fprintf(stderr, "usage: ms_bench [--smoke] [--data FILE] [--only bulk|hs|accepts|mem] [--stack NAME] [--mem-n N]\n");
       return 1;
     }
   }
