@@ -54,6 +54,7 @@ static const char *only; /* --only: run just this section (limits always run) */
 
 static const char *only_stack; /* --stack: bulk runs of this stack only */
 static size_t mem_n;            /* --mem-n: idle connections for the memory figure */
+static size_t bulk_mib;         /* --bulk-mib: bytes of each non-gzip bulk run */
 
 static bool want(const char *section) { return only == NULL || strcmp(only, section) == 0; }
 static int failures;
@@ -91,7 +92,7 @@ static double cpu_of(pid_t pid) {
 
 /* Limits run this long (CPU seconds: a limit is the rate of one core the
  * process has to itself, also on a busy machine). */
-static double limit_seconds(void) { return smoke ? 0.15 : 0.6; }
+static double limit_seconds(void) { return smoke ? 0.1 : 0.3; }
 
 /* One figure. ratio_of: the limit's value (0: none) and name. */
 static void fig(const char *name, double value, const char *unit, double limit,
@@ -151,7 +152,7 @@ static void ref_secretbox(void) {
   fig("ref secretbox-4096", total / MIB / (cpu_self() - t0), "MiB/s", 0, NULL);
 }
 
-static void limit_box(void) {
+static void limit_box_once(void) {
   size_t len = 1 << 20; /* 256 packets of 4096 */
   uint8_t *in = malloc(len), *wire = malloc(ms_box_sealed_size(len));
   uint8_t key[32], nonce[24];
@@ -166,7 +167,8 @@ static void limit_box(void) {
     (void)ms_box_seal(&enc, wire, in, len);
     total += len;
   }
-  box_seal_limit = total / MIB / (cpu_self() - t0);
+  double r_seal = total / MIB / (cpu_self() - t0);
+  if (r_seal > box_seal_limit) box_seal_limit = r_seal;
 
   /* open: each round is sealed (untimed) under the running encoder, so the
    * decoder's nonces line up; only ms_unbox_next is timed. */
@@ -196,17 +198,23 @@ static void limit_box(void) {
     }
     total += len;
   }
-  box_open_limit = total / MIB / spent;
+  double r_open = total / MIB / spent;
+  if (r_open > box_open_limit) box_open_limit = r_open;
   ms_unbox_free(&dec);
-  fig("limit box-seal", box_seal_limit, "MiB/s", 0, NULL);
-  fig("limit box-open", box_open_limit, "MiB/s", 0, NULL);
   free(in);
   free(wire);
 }
 
+/* The best of three trials: a limit is what one core can do. */
+static void limit_box(void) {
+  for (int i = 0; i < 3; i++) limit_box_once();
+  fig("limit box-seal", box_seal_limit, "MiB/s", 0, NULL);
+  fig("limit box-open", box_open_limit, "MiB/s", 0, NULL);
+}
+
 static double noise_seal_limit, noise_open_limit;
 
-static void limit_noise(void) {
+static void limit_noise_once(void) {
   const size_t msg = MS_NOISE_MAX_PAYLOAD, nmsg = 16;
   size_t len = msg * nmsg;
   uint8_t *in = malloc(len), *wire = malloc(ms_noise_sealed_size(msg) * nmsg);
@@ -225,7 +233,8 @@ static void limit_noise(void) {
     }
     total += len;
   }
-  noise_seal_limit = total / MIB / (cpu_self() - t0);
+  double r_seal = total / MIB / (cpu_self() - t0);
+  if (r_seal > noise_seal_limit) noise_seal_limit = r_seal;
 
   ms_noise_cipher_init(&enc, key);
   ms_noise_rx_t rx;
@@ -257,12 +266,18 @@ static void limit_noise(void) {
     }
     total += len;
   }
-  noise_open_limit = total / MIB / spent;
+  double r_open = total / MIB / spent;
+  if (r_open > noise_open_limit) noise_open_limit = r_open;
   ms_noise_rx_free(&rx);
-  fig("limit noise-seal", noise_seal_limit, "MiB/s", 0, NULL);
-  fig("limit noise-open", noise_open_limit, "MiB/s", 0, NULL);
   free(in);
   free(wire);
+}
+
+/* The best of three trials: a limit is what one core can do. */
+static void limit_noise(void) {
+  for (int i = 0; i < 3; i++) limit_noise_once();
+  fig("limit noise-seal", noise_seal_limit, "MiB/s", 0, NULL);
+  fig("limit noise-open", noise_open_limit, "MiB/s", 0, NULL);
 }
 
 /* ---- limits: handshakes in memory -------------------------------------- */
@@ -1099,6 +1114,8 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--smoke") == 0) {
       smoke = 1;
+    } else if (strcmp(argv[i], "--bulk-mib") == 0 && i + 1 < argc) {
+      bulk_mib = (size_t)strtoull(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--mem-n") == 0 && i + 1 < argc) {
       mem_n = (size_t)strtoull(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--stack") == 0 && i + 1 < argc) {
@@ -1112,7 +1129,7 @@ int main(int argc, char **argv) {
         return 1;
       }
     } else {
-      fprintf(stderr, "usage: ms_bench [--smoke] [--data FILE] [--only bulk|hs|accepts|mem] [--stack NAME] [--mem-n N]\n");
+      fprintf(stderr, "usage: ms_bench [--smoke] [--data FILE] [--only bulk|hs|accepts|mem] [--stack NAME] [--mem-n N] [--bulk-mib N]\n");
       return 1;
     }
   }
@@ -1133,7 +1150,7 @@ int main(int argc, char **argv) {
   limit_noise_hs();
 
   make_data();
-  size_t big = smoke ? (size_t)64 << 20 : (size_t)1 << 30;
+  size_t big = bulk_mib ? bulk_mib << 20 : smoke ? (size_t)64 << 20 : (size_t)1 << 30;
   /* gzip is deflate-bound (15-40 MiB/s per core): 1 GiB would take minutes */
   size_t gz = smoke ? (size_t)8 << 20 : (size_t)64 << 20;
   snprintf(unix_path, sizeof unix_path, "/tmp/ms-bench-%d.sock", (int)getpid());
