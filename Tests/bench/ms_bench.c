@@ -684,13 +684,12 @@ static double bulk_run(const char *stack, size_t wsize, size_t total, const uint
   return total / MIB / (t1 - btx.t0);
 }
 
-/* Does this build know the stack? (ms_address_check does not know the
- * registered protocols, so try to listen.) */
-static bool proto_available(const char *addr) {
+/* Can this build listen on the stack? (ms_address_check does not know the
+ * registered protocols, so try to listen.) why: the reason if not. */
+static bool proto_available(const char *addr, char *why, size_t why_len) {
   ms_t *ms = new_ms();
-  char why[256];
   ms_listener_t *l = NULL;
-  int rc = ms_listen(ms, addr, conn_close, NULL, &l, why, sizeof why);
+  int rc = ms_listen(ms, addr, conn_close, NULL, &l, why, why_len);
   if (rc == 0) {
     ms_listener_close(l, NULL, NULL);
     ms_run(ms, MS_RUN_DEFAULT);
@@ -1170,15 +1169,16 @@ int main(int argc, char **argv) {
              box_open_limit, "box-open");
   bulk_stack(5, "net~shs~gzip(text)", "net:127.0.0.1:0~shs~gzip", data_text, gz, box_open_limit,
              "box-open");
-  if (proto_available("ws://127.0.0.1:0~shs"))
+  char why[256];
+  if (proto_available("ws://127.0.0.1:0~shs", why, sizeof why))
     bulk_stack(6, "ws~shs", "ws://127.0.0.1:0~shs", data_random, big, box_open_limit,
                "box-open");
   else
-    skipped("bulk ws~shs", "no ws transport in this build");
-  if (proto_available("wss://127.0.0.1:0"))
+    skipped("bulk ws~shs", why);
+  if (proto_available("wss://127.0.0.1:0", why, sizeof why))
     bulk_stack(7, "wss", "wss://127.0.0.1:0", data_random, big, 0, NULL);
   else
-    skipped("bulk wss", "no wss transport in this build");
+    skipped("bulk wss", why);
   skipped("bulk swift-api", "Swift module being reworked; C API only");
 
   if (bulk64[1] > 0) {
