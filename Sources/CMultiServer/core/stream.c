@@ -294,6 +294,18 @@ static ms_write_req_t *req_get(ms_stream_t *s) {
 }
 
 static void req_put(ms_stream_t *s, ms_write_req_t *r) {
+  if (s->pending == 0) {
+    /* Nothing queued: an idle stream keeps no pooled requests (a
+     * connection that once wrote would otherwise hold them for good). */
+    free(r);
+    while (s->free_reqs) {
+      ms_write_req_t *f = s->free_reqs;
+      s->free_reqs = f->next;
+      free(f);
+    }
+    s->nfree = 0;
+    return;
+  }
   if (s->nfree >= MS_REQ_POOL_MAX) {
     free(r);
     return;

@@ -1,8 +1,19 @@
 /*
  * shs: the secret-handshake transform. Drives the I/O-free shs1 state
  * machine (shs_core.c) over the stream below, then carries the session in
- * box-stream (boxstream.c): each write is sealed in one pass into one
- * pooled buffer handed to one lower write; reads are opened in place.
+ * box-stream (boxstream.c).
+ *
+ * Writes are corked: the writes of one loop turn are merged into full
+ * 4096-byte box-stream packets, sealed into the current batch buffer (a
+ * fixed 16-packet buffer, pooled) and the flush hook at the end of the turn
+ * seals the last partial packet and hands the batch to ONE lower write. A
+ * batch that fills is handed on at once, so buffers stay bounded. Upper
+ * requests complete, in order, when the lower write carrying their last
+ * byte completes. The pool keeps at most SHS_POOL_MAX batches and is
+ * emptied whenever no write is queued. Reads are opened in place.
+ *
+ * Handshake-only state (the shs1 state, message buffers, the timer) lives
+ * in its own allocation, released when the session is established.
  *
  *   client  `…~shs:KEY[:SEED]`  dial the server whose ed25519 key is KEY
  *                               (SEED: one-time client key, invite codes)
@@ -20,50 +31,71 @@
 #include "boxstream.h"
 #include "shs_core.h"
 
-#define SHS_POOL_MAX 4
 #define SHS_B64_LEN 45
 #define SHS_REASON_LEN 256
 #define SHS_DEFAULT_TIMEOUT_MS 15000
+#define SHS_PKT_WIRE (MS_BOX_HEADER_LEN + MS_BOX_MAX_BODY)
+#define SHS_BATCH_PACKETS 16
+#define SHS_BATCH_CAP (SHS_BATCH_PACKETS * SHS_PKT_WIRE)
+#define SHS_POOL_MAX 2
 
 enum { PH_HANDSHAKE, PH_AUTHORIZING, PH_OPEN, PH_FAILED };
 
-typedef struct shs_buf_s shs_buf_t;
-struct shs_buf_s {
-  shs_buf_t *next;
-  size_t cap;
-  uint8_t data[];
+/* A batch: the packets sealed for one lower write, and the upper requests
+ * that complete with it. */
+typedef struct shs_batch_s shs_batch_t;
+struct shs_batch_s {
+  shs_batch_t *next; /* pool or failed-list link */
+  struct shs_conn_s *conn;
+  ms_write_req_t *head, *tail;
+  size_t len;
+  uint8_t data[SHS_BATCH_CAP];
 };
+
+/* Handshake state. Outlives its connection's handshake until its timer has
+ * closed and its messages were handed on (holding a reference on ms). */
+typedef struct shs_hs_s {
+  struct shs_conn_s *conn; /* NULL once released */
+  ms_t *ms;
+  ms_shs_t st;
+  uint8_t in[MS_SHS_MSG3_LEN]; /* handshake message being received */
+  size_t inlen;
+  uint8_t out1[MS_SHS_MSG1_LEN]; /* msg1 or msg2 */
+  uint8_t out2[MS_SHS_MSG3_LEN]; /* msg3 or msg4 */
+  uv_timer_t timer;
+  unsigned writes; /* messages not yet handed on */
+  bool timer_closed;
+} shs_hs_t;
 
 typedef struct shs_conn_s {
   ms_t *ms;
   ms_stream_t *lower;
   ms_stream_t *upper;
   ms_pwrap_t *pw;
+  shs_hs_t *hs; /* during the handshake only */
+  uint8_t *early; /* session bytes that came with the handshake */
+  size_t early_len;
   int role;
   int phase;
-  ms_shs_t hs;
-  uint8_t in[MS_SHS_MSG3_LEN]; /* handshake message being received */
-  size_t inlen;
-  uint8_t out1[MS_SHS_MSG1_LEN]; /* msg1 or msg2 */
-  uint8_t out2[MS_SHS_MSG3_LEN]; /* msg3 or msg4 */
-  uint8_t *early;                 /* session bytes that came with the handshake */
-  size_t early_len;
-  uv_timer_t timer;
-  bool timer_closed;
   bool lower_closed;
-  ms_box_t enc;
-  ms_unbox_t dec;
   bool dec_ended;
   int write_error; /* a lower write failed after sealing: writes are over */
+  ms_box_t enc;
+  ms_unbox_t dec;
   uint8_t goodbye[MS_BOX_GOODBYE_LEN];
-  shs_buf_t *pool;
+  shs_batch_t *cur;  /* being filled this turn */
+  size_t open_len;   /* plaintext staged for cur's next packet */
+  shs_batch_t *last; /* the last batch handed on, while in flight */
+  size_t inflight;   /* batches handed to the lower stream */
+  shs_batch_t *failed, *failed_tail; /* never left: complete after inflight */
+  ms_defer_t fail_node;
+  shs_batch_t *pool;
   size_t npool;
 } shs_conn_t;
 
 /* Per-write state kept in the upper request's scratch space. */
 typedef struct {
-  shs_conn_t *conn;
-  shs_buf_t *buf; /* NULL for an empty write */
+  ms_write_req_t *next; /* in its batch */
 } shs_wstate_t;
 
 _Static_assert(sizeof(shs_wstate_t) <= MS_WRITE_REQ_SCRATCH, "scratch too small");
@@ -72,27 +104,155 @@ static int b64_key(const uint8_t key[32], char out[SHS_B64_LEN]) {
   return ms_key_to_base64(key, out, SHS_B64_LEN);
 }
 
+/* ---- batches ------------------------------------------------------------ */
+
+static shs_batch_t *batch_get(shs_conn_t *c) {
+  shs_batch_t *b = c->pool;
+  if (b) {
+    c->pool = b->next;
+    c->npool--;
+  } else if ((b = malloc(sizeof(*b))) == NULL) {
+    return NULL;
+  }
+  b->next = NULL;
+  b->conn = c;
+  b->head = b->tail = NULL;
+  b->len = 0;
+  return b;
+}
+
+static void batch_put(shs_conn_t *c, shs_batch_t *b) {
+  if (c->npool >= SHS_POOL_MAX) {
+    free(b);
+    return;
+  }
+  b->next = c->pool;
+  c->pool = b;
+  c->npool++;
+}
+
+/* Nothing queued: an idle connection keeps no write buffers (review M8). */
+static void pool_trim(shs_conn_t *c) {
+  while (c->pool) {
+    shs_batch_t *b = c->pool;
+    c->pool = b->next;
+    free(b);
+  }
+  c->npool = 0;
+}
+
+static void batch_add(shs_batch_t *b, ms_write_req_t *req) {
+  shs_wstate_t *w = ms_write_req_scratch(req);
+  w->next = NULL;
+  if (b->tail)
+    ((shs_wstate_t *)ms_write_req_scratch(b->tail))->next = req;
+  else
+    b->head = req;
+  b->tail = req;
+}
+
+/* Complete every request of batch b, in order. */
+static void batch_complete(shs_batch_t *b, int status) {
+  ms_write_req_t *r = b->head;
+  b->head = b->tail = NULL;
+  while (r) {
+    shs_wstate_t *w = ms_write_req_scratch(r);
+    ms_write_req_t *next = w->next;
+    ms_write_req_done(r, status);
+    r = next;
+  }
+}
+
+/* Batches that never left complete after every batch handed on before. */
+static void drain_failed(shs_conn_t *c) {
+  while (c->failed && c->inflight == 0) {
+    shs_batch_t *b = c->failed;
+    c->failed = b->next;
+    if (c->failed == NULL) c->failed_tail = NULL;
+    batch_complete(b, c->write_error ? c->write_error : MS_ECANCELED);
+    free(b);
+  }
+}
+
+static void on_fail_deferred(void *arg) { drain_failed(arg); }
+
+/* b never goes out: its requests fail, in order, on a later turn. */
+static void batch_fail(shs_conn_t *c, shs_batch_t *b) {
+  sodium_memzero(b->data, b->len);
+  b->len = 0;
+  b->next = NULL;
+  if (c->failed_tail)
+    c->failed_tail->next = b;
+  else
+    c->failed = b;
+  c->failed_tail = b;
+  ms_defer(c->ms, &c->fail_node, on_fail_deferred, c);
+}
+
+/* ---- handshake state ---------------------------------------------------- */
+
+static void hs_maybe_free(shs_hs_t *h) {
+  if (h->conn || !h->timer_closed || h->writes) return;
+  ms_t *ms = h->ms;
+  sodium_memzero(h, sizeof(*h));
+  free(h);
+  ms_unref(ms);
+}
+
+static void on_hs_timer_closed(uv_handle_t *t) {
+  shs_hs_t *h = t->data;
+  h->timer_closed = true;
+  hs_maybe_free(h);
+}
+
+static void on_hs_written(ms_stream_t *lower, int status, void *arg) {
+  (void)lower;
+  (void)status; /* a failed write shows as a read error or a timeout */
+  shs_hs_t *h = arg;
+  h->writes--;
+  hs_maybe_free(h);
+}
+
+/* Done with the handshake (established or failed): wipe its secrets now,
+ * free the rest once the timer closed and the messages left. */
+static void hs_release(shs_conn_t *c) {
+  shs_hs_t *h = c->hs;
+  if (h == NULL) return;
+  c->hs = NULL;
+  h->conn = NULL;
+  ms_shs_wipe(&h->st);
+  sodium_memzero(h->in, sizeof h->in);
+  if (!uv_is_closing((uv_handle_t *)&h->timer))
+    uv_close((uv_handle_t *)&h->timer, on_hs_timer_closed);
+}
+
 /* ---- lifetime ---------------------------------------------------------- */
 
 static void conn_free(shs_conn_t *c) {
-  ms_shs_wipe(&c->hs);
+  hs_release(c);
+  ms_defer_cancel(c->ms, &c->fail_node);
   ms_box_wipe(&c->enc);
   ms_unbox_free(&c->dec);
   if (c->early) {
     sodium_memzero(c->early, c->early_len);
     free(c->early);
   }
-  while (c->pool) {
-    shs_buf_t *b = c->pool;
-    c->pool = b->next;
+  if (c->cur) {
+    sodium_memzero(c->cur->data, c->cur->len + MS_BOX_HEADER_LEN + c->open_len);
+    free(c->cur);
+  }
+  while (c->failed) {
+    shs_batch_t *b = c->failed;
+    c->failed = b->next;
     free(b);
   }
+  pool_trim(c);
   sodium_memzero(c, sizeof(*c));
   free(c);
 }
 
 static void maybe_free(shs_conn_t *c) {
-  if (!c->timer_closed || !c->lower_closed) return;
+  if (!c->lower_closed) return;
   ms_stream_t *upper = c->upper;
   if (upper) {
     c->upper = NULL;
@@ -103,22 +263,25 @@ static void maybe_free(shs_conn_t *c) {
   }
 }
 
-static void on_timer_closed(uv_handle_t *h) {
-  shs_conn_t *c = h->data;
-  c->timer_closed = true;
-  maybe_free(c);
-}
-
-static void stop_timer(shs_conn_t *c) {
-  if (!uv_is_closing((uv_handle_t *)&c->timer))
-    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
-}
-
 static void on_lower_closed(ms_stream_t *s, void *arg) {
   (void)s;
   shs_conn_t *c = arg;
   c->lower_closed = true;
   c->lower = NULL;
+  /* Every lower write has called back (so every batch handed on has
+   * completed): the ones that never left complete last, keeping order. */
+  ms_defer_cancel(c->ms, &c->fail_node);
+  c->inflight = 0;
+  c->last = NULL;
+  drain_failed(c);
+  if (c->cur) {
+    shs_batch_t *b = c->cur;
+    sodium_memzero(b->data, b->len + MS_BOX_HEADER_LEN + c->open_len);
+    c->cur = NULL;
+    c->open_len = 0;
+    batch_complete(b, MS_ECANCELED);
+    free(b);
+  }
   maybe_free(c);
 }
 
@@ -129,8 +292,7 @@ static void on_lower_closed(ms_stream_t *s, void *arg) {
 static void fail_as(shs_conn_t *c, int status, int fclass, const char *reason) {
   if (c->phase == PH_FAILED || c->phase == PH_OPEN) return;
   c->phase = PH_FAILED;
-  ms_shs_wipe(&c->hs);
-  stop_timer(c);
+  hs_release(c);
   ms_stream_close(c->lower, on_lower_closed, c);
   ms_pwrap_t *pw = c->pw;
   c->pw = NULL;
@@ -141,81 +303,121 @@ static void fail(shs_conn_t *c, int status, const char *reason) {
   fail_as(c, status, MS_FAIL_DEFAULT, reason);
 }
 
-/* ---- the open session: box-stream ---------------------------------------- */
+/* ---- the open session: writes ------------------------------------------ */
 
-static shs_buf_t *buf_get(shs_conn_t *c, size_t need) {
-  for (shs_buf_t **pp = &c->pool; *pp; pp = &(*pp)->next) {
-    if ((*pp)->cap >= need) {
-      shs_buf_t *b = *pp;
-      *pp = b->next;
-      c->npool--;
-      return b;
-    }
-  }
-  shs_buf_t *b = malloc(sizeof(*b) + need);
-  if (b) b->cap = need;
-  return b;
-}
-
-static void buf_put(shs_conn_t *c, shs_buf_t *b) {
-  if (c->npool >= SHS_POOL_MAX) {
-    /* drop the smallest so the pool keeps the useful sizes */
-    shs_buf_t **small = &c->pool;
-    for (shs_buf_t **pp = &c->pool; *pp; pp = &(*pp)->next)
-      if ((*pp)->cap < (*small)->cap) small = pp;
-    if ((*small)->cap >= b->cap) {
-      free(b);
-      return;
-    }
-    shs_buf_t *drop = *small;
-    *small = drop->next;
-    free(drop);
-    c->npool--;
-  }
-  b->next = c->pool;
-  c->pool = b;
-  c->npool++;
-}
-
-static void on_lower_write(ms_stream_t *lower, int status, void *arg) {
+static void on_batch_written(ms_stream_t *lower, int status, void *arg) {
   (void)lower;
-  ms_write_req_t *req = arg;
-  shs_wstate_t *w = ms_write_req_scratch(req);
-  if (w->buf) buf_put(w->conn, w->buf);
-  ms_write_req_done(req, status);
+  shs_batch_t *b = arg;
+  /* The conn outlives every lower write callback (it is freed from the
+   * lower close callback, which comes after them). */
+  shs_conn_t *c = b->conn;
+  c->inflight--;
+  if (c->last == b) c->last = NULL;
+  if (status != 0 && c->write_error == 0) c->write_error = status;
+  batch_complete(b, status);
+  batch_put(c, b);
+  drain_failed(c);
+  if (c->inflight == 0 && c->cur == NULL) pool_trim(c);
+}
+
+/* Seal the staged plaintext of cur's open packet where it lies. */
+static void close_packet(shs_conn_t *c) {
+  shs_batch_t *b = c->cur;
+  b->len += ms_box_seal_packet_inplace(&c->enc, b->data + b->len, c->open_len);
+  c->open_len = 0;
+}
+
+/* Hand cur to the lower stream. */
+static int batch_submit(shs_conn_t *c) {
+  shs_batch_t *b = c->cur;
+  c->cur = NULL;
+  if (c->write_error) {
+    batch_fail(c, b);
+    return c->write_error;
+  }
+  /* A batch of empty writes still goes through the lower stream, so its
+   * requests complete in order with the ones before it. */
+  ms_buf_t out = {b->len ? b->data : NULL, b->len};
+  int rc = ms_stream_write(c->lower, &out, b->len ? 1 : 0, on_batch_written, b);
+  if (rc != 0) {
+    /* The nonces have advanced past packets that never left: anything
+     * sealed later would fail at the peer, so this direction is over. */
+    c->write_error = rc;
+    batch_fail(c, b);
+    return rc;
+  }
+  c->inflight++;
+  c->last = b;
+  return 0;
+}
+
+static void shs_flush(ms_stream_t *s) {
+  shs_conn_t *c = ms_stream_impl(s);
+  if (c->cur == NULL) return;
+  if (c->open_len) close_packet(c);
+  (void)batch_submit(c);
 }
 
 static int shs_write(ms_stream_t *s, ms_write_req_t *req, const ms_buf_t *bufs,
                      unsigned nbufs) {
   shs_conn_t *c = ms_stream_impl(s);
   if (c->write_error) return c->write_error;
+  /* Refuse what could not be sealed (its wire size overflows) before
+   * sealing anything. */
   size_t need = 0;
   for (unsigned i = 0; i < nbufs; i++) {
     size_t sealed = ms_box_sealed_size(bufs[i].len);
     if (sealed == SIZE_MAX || sealed > SIZE_MAX - need) return MS_EINVAL;
     need += sealed;
   }
-  /* An empty write seals nothing (like the reference) but still completes
-   * through the lower stream, so in order with the writes before it. */
-  shs_buf_t *b = NULL;
-  size_t off = 0;
-  if (need) {
-    if ((b = buf_get(c, need)) == NULL) return MS_ENOMEM;
-    for (unsigned i = 0; i < nbufs; i++)
-      off += ms_box_seal(&c->enc, b->data + off, bufs[i].base, bufs[i].len);
+  bool sealed = false; /* some of this request's bytes are in a batch */
+  for (unsigned i = 0; i < nbufs; i++) {
+    const uint8_t *p = bufs[i].base;
+    size_t n = bufs[i].len;
+    while (n > 0) {
+      if (c->cur == NULL && (c->cur = batch_get(c)) == NULL) {
+        if (sealed) c->write_error = MS_ENOMEM;
+        return MS_ENOMEM;
+      }
+      shs_batch_t *b = c->cur;
+      if (c->open_len == 0 && n >= MS_BOX_MAX_BODY) {
+        /* A whole packet straight from the caller's buffer. */
+        b->len += ms_box_seal(&c->enc, b->data + b->len, p, MS_BOX_MAX_BODY);
+        p += MS_BOX_MAX_BODY;
+        n -= MS_BOX_MAX_BODY;
+      } else {
+        /* Merge into the open packet, sealed when full or at the flush. */
+        size_t take = MS_BOX_MAX_BODY - c->open_len;
+        if (take > n) take = n;
+        memcpy(b->data + b->len + MS_BOX_HEADER_LEN + c->open_len, p, take);
+        c->open_len += take;
+        p += take;
+        n -= take;
+        if (c->open_len == MS_BOX_MAX_BODY) close_packet(c);
+      }
+      sealed = true;
+      if (c->open_len == 0 && b->len + SHS_PKT_WIRE > SHS_BATCH_CAP) {
+        /* Full: hand it on now (bounded buffers). */
+        int rc = batch_submit(c);
+        if (rc != 0) return rc;
+      }
+    }
   }
-  shs_wstate_t *w = ms_write_req_scratch(req);
-  w->conn = c;
-  w->buf = b;
-  ms_buf_t out = {b ? b->data : NULL, off};
-  int rc = ms_stream_write(c->lower, &out, b ? 1 : 0, on_lower_write, req);
-  if (rc != 0 && b) {
-    /* The nonces have advanced past packets that never left: anything
-     * sealed later would fail at the peer, so this direction is over. */
-    c->write_error = rc;
-    buf_put(c, b);
+  /* The request completes with the batch holding its last byte: cur, or
+   * the batch just handed on (then the request has no byte in cur). */
+  if (c->cur) {
+    batch_add(c->cur, req);
+    ms_stream_want_flush(s);
+  } else if (c->last) {
+    batch_add(c->last, req);
+  } else {
+    /* An empty write with nothing queued: an empty batch keeps it in
+     * order through the lower stream. */
+    if ((c->cur = batch_get(c)) == NULL) return MS_ENOMEM;
+    batch_add(c->cur, req);
+    ms_stream_want_flush(s);
   }
-  return rc;
+  return 0;
 }
 
 /* Open as many packets as the reader wants. */
@@ -315,6 +517,7 @@ static void on_goodbye_written(ms_stream_t *lower, int status, void *arg) {
 
 static int shs_shutdown(ms_stream_t *s) {
   shs_conn_t *c = ms_stream_impl(s);
+  if (c->cur) shs_flush(s); /* the goodbye goes after every packet */
   ms_box_goodbye(&c->enc, c->goodbye);
   ms_buf_t b = {c->goodbye, sizeof c->goodbye};
   return ms_stream_write(c->lower, &b, 1, on_goodbye_written, c);
@@ -334,6 +537,7 @@ static const ms_stream_ops_t shs_ops = {
     .read_stop = shs_read_stop,
     .shutdown = shs_shutdown,
     .close = shs_close,
+    .flush = shs_flush,
 };
 
 /* ---- handshake ------------------------------------------------------------ */
@@ -343,13 +547,13 @@ static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *dat
 
 static void established(shs_conn_t *c) {
   ms_shs_outcome_t o;
-  if (ms_shs_outcome(&c->hs, &o) != 0) {
+  if (ms_shs_outcome(&c->hs->st, &o) != 0) {
     fail(c, MS_EHANDSHAKE, "no outcome");
     return;
   }
   ms_box_init(&c->enc, o.encrypt_key, o.encrypt_nonce);
   ms_unbox_init(&c->dec, o.decrypt_key, o.decrypt_nonce);
-  ms_shs_wipe(&c->hs);
+  hs_release(c);
   char key[SHS_B64_LEN];
   b64_key(o.remote_pk, key);
   const char *la = ms_stream_address(c->lower);
@@ -371,25 +575,28 @@ static void established(shs_conn_t *c) {
   ms_stream_set_server(up, c->role == MS_ROLE_SERVER);
   c->upper = up; /* the wrap attaches an accepted authorize value */
   c->phase = PH_OPEN;
-  stop_timer(c);
   ms_stream_read_stop(c->lower); /* resumes when the user reads */
   ms_pwrap_t *pw = c->pw;
   c->pw = NULL;
   ms_pwrap_done(pw, 0, up, NULL);
 }
 
+/* msg lies in c->hs, which stays until the write completes. */
 static void send_msg(shs_conn_t *c, const uint8_t *msg, size_t len) {
   ms_buf_t b = {msg, len};
-  int rc = ms_stream_write(c->lower, &b, 1, NULL, NULL);
-  if (rc != 0) fail(c, rc, "cannot write handshake message");
+  int rc = ms_stream_write(c->lower, &b, 1, on_hs_written, c->hs);
+  if (rc != 0)
+    fail(c, rc, "cannot write handshake message");
+  else
+    c->hs->writes++;
 }
 
 static void server_accept(shs_conn_t *c) {
-  if (ms_shs_server_accept(&c->hs, c->out2) != 0) {
-    fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+  if (ms_shs_server_accept(&c->hs->st, c->hs->out2) != 0) {
+    fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs->st));
     return;
   }
-  send_msg(c, c->out2, MS_SHS_MSG4_LEN);
+  send_msg(c, c->hs->out2, MS_SHS_MSG4_LEN);
   if (c->phase == PH_HANDSHAKE || c->phase == PH_AUTHORIZING) established(c);
 }
 
@@ -414,7 +621,7 @@ static void authorize(shs_conn_t *c) {
   c->phase = PH_AUTHORIZING;
   ms_stream_read_stop(c->lower); /* nothing more until we answer */
   /* The service copies the key: the request outlives this handshake state. */
-  int rc = ms_pwrap_authorize(c->pw, "ed25519", ms_shs_remote_key(&c->hs),
+  int rc = ms_pwrap_authorize(c->pw, "ed25519", ms_shs_remote_key(&c->hs->st),
                               MS_PUBLICKEYBYTES, on_authorized, c);
   if (rc != 0) fail(c, rc, "cannot ask the authorize hook");
 }
@@ -423,36 +630,36 @@ static void authorize(shs_conn_t *c) {
 static void step(shs_conn_t *c) {
   int rc;
   if (c->role == MS_ROLE_CLIENT) {
-    if (c->hs.stage == MS_SHS_CLIENT_WAIT_HELLO) {
-      rc = ms_shs_client_verify_hello(&c->hs, c->in);
-      if (rc == 0) rc = ms_shs_client_auth(&c->hs, c->out2);
+    if (c->hs->st.stage == MS_SHS_CLIENT_WAIT_HELLO) {
+      rc = ms_shs_client_verify_hello(&c->hs->st, c->hs->in);
+      if (rc == 0) rc = ms_shs_client_auth(&c->hs->st, c->hs->out2);
       if (rc != 0) {
-        fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+        fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs->st));
         return;
       }
-      send_msg(c, c->out2, MS_SHS_MSG3_LEN);
+      send_msg(c, c->hs->out2, MS_SHS_MSG3_LEN);
     } else {
-      rc = ms_shs_client_verify_accept(&c->hs, c->in);
+      rc = ms_shs_client_verify_accept(&c->hs->st, c->hs->in);
       if (rc != 0) {
-        fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+        fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs->st));
         return;
       }
       established(c);
     }
     return;
   }
-  if (c->hs.stage == MS_SHS_SERVER_WAIT_HELLO) {
-    rc = ms_shs_server_verify_hello(&c->hs, c->in);
-    if (rc == 0) rc = ms_shs_server_hello(&c->hs, c->out1);
+  if (c->hs->st.stage == MS_SHS_SERVER_WAIT_HELLO) {
+    rc = ms_shs_server_verify_hello(&c->hs->st, c->hs->in);
+    if (rc == 0) rc = ms_shs_server_hello(&c->hs->st, c->hs->out1);
     if (rc != 0) {
-      fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+      fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs->st));
       return;
     }
-    send_msg(c, c->out1, MS_SHS_MSG2_LEN);
+    send_msg(c, c->hs->out1, MS_SHS_MSG2_LEN);
   } else {
-    rc = ms_shs_server_verify_auth(&c->hs, c->in);
+    rc = ms_shs_server_verify_auth(&c->hs->st, c->hs->in);
     if (rc != 0) {
-      fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+      fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs->st));
       return;
     }
     authorize(c);
@@ -472,18 +679,19 @@ static int keep_early(shs_conn_t *c, const uint8_t *data, size_t len) {
 static const char *waiting_for(shs_conn_t *c) {
   if (c->phase == PH_AUTHORIZING) return "the authorize hook did not answer";
   if (c->role == MS_ROLE_SERVER)
-    return c->hs.stage == MS_SHS_SERVER_WAIT_HELLO ? "no msg1 (client hello) from the client"
+    return c->hs->st.stage == MS_SHS_SERVER_WAIT_HELLO ? "no msg1 (client hello) from the client"
                                                    : "no msg3 (client auth) from the client";
-  return c->hs.stage == MS_SHS_CLIENT_WAIT_HELLO ? "no msg2 (server hello) from the server"
+  return c->hs->st.stage == MS_SHS_CLIENT_WAIT_HELLO ? "no msg2 (server hello) from the server"
                                                  : "no msg4 (server accept) from the server";
 }
 
 static const char *hangup_reason(shs_conn_t *c) {
+  if (c->hs == NULL) return "peer hung up";
   if (c->role == MS_ROLE_SERVER)
-    return c->hs.stage == MS_SHS_SERVER_WAIT_HELLO
+    return c->hs->st.stage == MS_SHS_SERVER_WAIT_HELLO
                ? "client hung up before msg1 (client hello)"
                : "client hung up before msg3 (client auth)";
-  return c->hs.stage == MS_SHS_CLIENT_WAIT_HELLO
+  return c->hs->st.stage == MS_SHS_CLIENT_WAIT_HELLO
              ? "server hung up after msg1 (client hello): wrong app key, or "
                "not an shs server"
              : "server hung up after msg3 (client auth): wrong server key, or "
@@ -506,15 +714,16 @@ static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *dat
     return;
   }
   while (len > 0 && c->phase == PH_HANDSHAKE) {
-    size_t want = ms_shs_expected(&c->hs);
+    shs_hs_t *h = c->hs;
+    size_t want = ms_shs_expected(&h->st);
     if (want == 0) break; /* done: the rest is session data */
-    size_t take = want - c->inlen < len ? want - c->inlen : len;
-    memcpy(c->in + c->inlen, data, take);
-    c->inlen += take;
+    size_t take = want - h->inlen < len ? want - h->inlen : len;
+    memcpy(h->in + h->inlen, data, take);
+    h->inlen += take;
     data += take;
     len -= take;
-    if (c->inlen == want) {
-      c->inlen = 0;
+    if (h->inlen == want) {
+      h->inlen = 0;
       step(c);
     }
   }
@@ -536,7 +745,9 @@ static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *dat
 }
 
 static void on_timeout(uv_timer_t *t) {
-  shs_conn_t *c = t->data;
+  shs_hs_t *h = t->data;
+  shs_conn_t *c = h->conn;
+  if (c == NULL) return;
   char why[SHS_REASON_LEN];
   ms_reasonf(why, sizeof why, "handshake timed out (%s)", waiting_for(c));
   fail_as(c, MS_ETIMEDOUT, MS_FAIL_PATH, why);
@@ -619,7 +830,9 @@ static int shs_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *sec,
   }
   /* From here on, every return wipes the one-time key pair first. */
   shs_conn_t *c = calloc(1, sizeof(*c));
-  if (c == NULL) {
+  shs_hs_t *h = c ? calloc(1, sizeof(*h)) : NULL;
+  if (h == NULL) {
+    free(c);
     if (local == &onetime) ms_keypair_wipe(&onetime);
     return MS_ENOMEM;
   }
@@ -628,37 +841,42 @@ static int shs_wrap(ms_pwrap_t *pw, ms_stream_t *lower, const ms_section_t *sec,
   c->pw = pw;
   c->role = role;
   c->phase = PH_HANDSHAKE;
+  c->hs = h;
+  h->conn = c;
+  h->ms = ms;
   if (role == MS_ROLE_CLIENT)
-    rc = ms_shs_client_init(&c->hs, o->app_key, local->secret_key, local->public_key,
+    rc = ms_shs_client_init(&h->st, o->app_key, local->secret_key, local->public_key,
                             server_pk, NULL);
   else
-    rc = ms_shs_server_init(&c->hs, o->app_key, local->secret_key, local->public_key,
+    rc = ms_shs_server_init(&h->st, o->app_key, local->secret_key, local->public_key,
                             NULL);
   if (local == &onetime) ms_keypair_wipe(&onetime);
   uint64_t timeout = o->handshake_timeout_ms ? o->handshake_timeout_ms : SHS_DEFAULT_TIMEOUT_MS;
   const char *topt = ms_pwrap_opt(pw, "handshake_timeout_ms");
   if (rc == 0 && topt && (ms_opt_uint(topt, UINT32_MAX, &timeout) != 0 || timeout == 0))
     rc = MS_EINVAL;
-  if (rc == 0) rc = uv_timer_init(ms_loop(ms), &c->timer);
+  if (rc == 0) rc = uv_timer_init(ms_loop(ms), &h->timer);
   if (rc != 0) {
-    ms_shs_wipe(&c->hs);
+    ms_shs_wipe(&h->st);
+    free(h);
     free(c);
     return rc == MS_EKEY ? MS_EKEY : rc;
   }
-  c->timer.data = c;
+  h->timer.data = h;
+  ms_ref(ms); /* the handshake state may outlive the wrap: see hs_maybe_free */
   ms_pwrap_set_impl(pw, c);
-  uv_timer_start(&c->timer, on_timeout, timeout, 0);
+  uv_timer_start(&h->timer, on_timeout, timeout, 0);
   rc = ms_stream_read_start(lower, on_handshake_read, c);
   if (rc != 0) {
     fail(c, rc, "cannot read");
     return 0;
   }
   if (role == MS_ROLE_CLIENT) {
-    if (ms_shs_client_hello(&c->hs, c->out1) != 0) {
-      fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs));
+    if (ms_shs_client_hello(&c->hs->st, c->hs->out1) != 0) {
+      fail(c, MS_EHANDSHAKE, ms_shs_error(&c->hs->st));
       return 0;
     }
-    send_msg(c, c->out1, MS_SHS_MSG1_LEN);
+    send_msg(c, c->hs->out1, MS_SHS_MSG1_LEN);
   }
   return 0;
 }

@@ -21,6 +21,7 @@ void ms_box_init(ms_box_t *box, const uint8_t key[MS_BOX_KEYBYTES],
                  const uint8_t nonce[MS_BOX_NONCEBYTES]) {
   memcpy(box->key, key, MS_BOX_KEYBYTES);
   memcpy(box->nonce, nonce, MS_BOX_NONCEBYTES);
+  box->sub_valid = false;
 }
 
 
@@ -51,38 +52,94 @@ size_t ms_box_sealed_size(size_t len) {
 }
 
 
-size_t ms_box_seal(ms_box_t *box, uint8_t *out, const uint8_t *in,
-                   size_t len) {
+/* The XSalsa20 subkey for nonce, derived only when the prefix changed. */
+static const uint8_t *box_subkey(ms_box_t *box, const uint8_t nonce[MS_BOX_NONCEBYTES]) {
+  if (!box->sub_valid || memcmp(box->sub_prefix, nonce, sizeof box->sub_prefix) != 0) {
+    crypto_core_hsalsa20(box->subkey, nonce, box->key, NULL);
+    memcpy(box->sub_prefix, nonce, sizeof box->sub_prefix);
+    box->sub_valid = true;
+  }
+  return box->subkey;
+}
+
+/* crypto_secretbox_detached (XSalsa20-Poly1305) with the cached subkey:
+ * the same bytes. c may equal m (in place) but must not otherwise overlap. */
+static void xs_seal(ms_box_t *box, uint8_t *c, uint8_t mac[MS_BOX_MACBYTES],
+                    const uint8_t *m, size_t mlen,
+                    const uint8_t nonce[MS_BOX_NONCEBYTES]) {
+  const uint8_t *sk = box_subkey(box, nonce);
+  uint8_t block0[64];
+  crypto_onetimeauth_poly1305_state st;
+  size_t mlen0 = mlen < 32 ? mlen : 32;
+  /* Block 0: 32 bytes of Poly1305 key, then the first 32 message bytes. */
+  crypto_stream_salsa20(block0, sizeof block0, nonce + 16, sk);
+  crypto_onetimeauth_poly1305_init(&st, block0);
+  for (size_t i = 0; i < mlen0; i++) c[i] = m[i] ^ block0[32 + i];
+  if (mlen > mlen0)
+    crypto_stream_salsa20_xor_ic(c + mlen0, m + mlen0, mlen - mlen0, nonce + 16, 1, sk);
+  crypto_onetimeauth_poly1305_update(&st, c, mlen);
+  crypto_onetimeauth_poly1305_final(&st, mac);
+  sodium_memzero(block0, sizeof block0);
+  sodium_memzero(&st, sizeof st);
+}
+
+/* crypto_secretbox_open_detached with the cached subkey. 0 or -1 (nothing
+ * written then). m may equal c. */
+static int xs_open(ms_box_t *box, uint8_t *m, const uint8_t *c,
+                   const uint8_t mac[MS_BOX_MACBYTES], size_t clen,
+                   const uint8_t nonce[MS_BOX_NONCEBYTES]) {
+  const uint8_t *sk = box_subkey(box, nonce);
+  uint8_t block0[64];
+  size_t mlen0 = clen < 32 ? clen : 32;
+  crypto_stream_salsa20(block0, sizeof block0, nonce + 16, sk);
+  if (crypto_onetimeauth_poly1305_verify(mac, c, clen, block0) != 0) {
+    sodium_memzero(block0, sizeof block0);
+    return -1;
+  }
+  for (size_t i = 0; i < mlen0; i++) m[i] = c[i] ^ block0[32 + i];
+  if (clen > mlen0)
+    crypto_stream_salsa20_xor_ic(m + mlen0, c + mlen0, clen - mlen0, nonce + 16, 1, sk);
+  sodium_memzero(block0, sizeof block0);
+  return 0;
+}
+
+/* One packet: body (n bytes at body, sealed from in; in may equal body)
+ * and its header at hdr. */
+static void seal_one(ms_box_t *box, uint8_t *hdr, uint8_t *body,
+                     const uint8_t *in, size_t n) {
   uint8_t header[MS_BOX_HEADER_PLAIN_LEN];
   uint8_t body_nonce[MS_BOX_NONCEBYTES];
-  size_t written = 0;
+  memcpy(body_nonce, box->nonce, sizeof(body_nonce));
+  ms__box_nonce_increment(body_nonce);
+  /* Body under N+1; its MAC goes into the header plaintext. */
+  xs_seal(box, body, header + 2, in, n, body_nonce);
+  header[0] = (uint8_t)(n >> 8);
+  header[1] = (uint8_t)(n & 0xff);
+  /* Header under N: tag ‖ ciphertext, as crypto_secretbox_easy. */
+  xs_seal(box, hdr + MS_BOX_MACBYTES, hdr, header, sizeof(header), box->nonce);
+  /* N <- N + 2 */
+  memcpy(box->nonce, body_nonce, sizeof(body_nonce));
+  ms__box_nonce_increment(box->nonce);
+  sodium_memzero(header, sizeof(header));
+}
 
+size_t ms_box_seal(ms_box_t *box, uint8_t *out, const uint8_t *in,
+                   size_t len) {
+  size_t written = 0;
   while (len > 0) {
     size_t n = len < MS_BOX_MAX_BODY ? len : MS_BOX_MAX_BODY;
     uint8_t *hdr = out + written;
-    uint8_t *body = hdr + MS_BOX_HEADER_LEN;
-
-    memcpy(body_nonce, box->nonce, sizeof(body_nonce));
-    ms__box_nonce_increment(body_nonce);
-    /* Body under N+1; its MAC goes into the header plaintext. */
-    (void)crypto_secretbox_detached(body, header + 2, in, n, body_nonce,
-                                    box->key);
-    header[0] = (uint8_t)(n >> 8);
-    header[1] = (uint8_t)(n & 0xff);
-    /* Header under N. */
-    (void)crypto_secretbox_easy(hdr, header, sizeof(header), box->nonce,
-                                box->key);
-    /* N <- N + 2 */
-    memcpy(box->nonce, body_nonce, sizeof(body_nonce));
-    ms__box_nonce_increment(box->nonce);
-
+    seal_one(box, hdr, hdr + MS_BOX_HEADER_LEN, in, n);
     written += MS_BOX_HEADER_LEN + n;
     in += n;
     len -= n;
   }
-  sodium_memzero(header, sizeof(header));
-  sodium_memzero(body_nonce, sizeof(body_nonce));
   return written;
+}
+
+size_t ms_box_seal_packet_inplace(ms_box_t *box, uint8_t *out, size_t n) {
+  seal_one(box, out, out + MS_BOX_HEADER_LEN, out + MS_BOX_HEADER_LEN, n);
+  return MS_BOX_HEADER_LEN + n;
 }
 
 
@@ -111,11 +168,12 @@ void ms_unbox_init(ms_unbox_t *u, const uint8_t key[MS_BOX_KEYBYTES],
 
 static void release_part(ms_unbox_t *u) {
   if (u->part != NULL) {
-    sodium_memzero(u->part, MS_BOX_MAX_BODY);
+    sodium_memzero(u->part, u->part_hi);
     free(u->part);
     u->part = NULL;
   }
   u->part_len = 0;
+  u->part_hi = 0;
 }
 
 
@@ -163,8 +221,8 @@ static int open_header(ms_unbox_t *u,
   uint8_t plain[MS_BOX_HEADER_PLAIN_LEN];
   unsigned len;
 
-  if (crypto_secretbox_open_easy(plain, boxed, MS_BOX_HEADER_LEN,
-                                 u->box.nonce, u->box.key) != 0)
+  if (xs_open(&u->box, plain, boxed + MS_BOX_MACBYTES, boxed,
+              MS_BOX_HEADER_PLAIN_LEN, u->box.nonce) != 0)
     return unbox_fail(u, MS_EBOXHEADER);
   if (sodium_is_zero(plain, sizeof(plain))) {
     /* Goodbye: all 18 bytes zero. An authentic L = 0 header still carries a
@@ -189,8 +247,7 @@ static int open_header(ms_unbox_t *u,
 
 /* Decrypts body_len bytes at c in place. Returns 0 or MS_EBOXBODY. */
 static int open_body(ms_unbox_t *u, uint8_t *c) {
-  if (crypto_secretbox_open_detached(c, c, u->body_mac, u->body_len,
-                                     u->box.nonce, u->box.key) != 0)
+  if (xs_open(&u->box, c, c, u->body_mac, u->body_len, u->box.nonce) != 0)
     return unbox_fail(u, MS_EBOXBODY);
   ms__box_nonce_increment(u->box.nonce);
   u->in_body = 0;
@@ -217,6 +274,7 @@ static int unbox_step(ms_unbox_t *u, uint8_t *in, size_t len, size_t *used,
       if (take > len - pos) take = len - pos;
       memcpy(u->part + u->part_len, in + pos, take);
       u->part_len += take;
+      if (u->part_len > u->part_hi) u->part_hi = u->part_len;
       pos += take;
       *used = pos;
       if (u->part_len < MS_BOX_HEADER_LEN) return 0;
@@ -244,6 +302,7 @@ static int unbox_step(ms_unbox_t *u, uint8_t *in, size_t len, size_t *used,
     if (take > len - pos) take = len - pos;
     memcpy(u->part + u->part_len, in + pos, take);
     u->part_len += take;
+    if (u->part_len > u->part_hi) u->part_hi = u->part_len;
     pos += take;
     *used = pos;
     if (u->part_len < u->body_len) return 0;
@@ -272,7 +331,8 @@ int ms_unbox_next(ms_unbox_t *u, uint8_t *in, size_t len, size_t *consumed,
   /* What the previous call returned is no longer needed: drop drained
    * buffers so an idle decoder holds none. */
   if (u->stash != NULL && u->stash_off == u->stash_len) release_stash(u);
-  if (u->part != NULL && u->part_len == 0) release_part(u);
+  /* The partial buffer is kept while bytes stream in (no allocation per
+   * read); it goes when an input ends on a packet boundary, below. */
 
   if (u->stash != NULL) {
     size_t used = 0;

@@ -32,10 +32,16 @@ extern "C" {
 #define MS_BOX_HEADER_LEN (MS_BOX_MACBYTES + MS_BOX_HEADER_PLAIN_LEN)
 #define MS_BOX_GOODBYE_LEN MS_BOX_HEADER_LEN
 
-/* Key and current nonce of one direction. */
+/* Key and current nonce of one direction, and the XSalsa20 subkey
+ * (HSalsa20 of the key and the nonce's first 16 bytes): it is the same for
+ * every packet until the nonce's low 64 bits wrap, so it is derived once
+ * per prefix rather than twice per packet. */
 typedef struct {
   uint8_t key[MS_BOX_KEYBYTES];
   uint8_t nonce[MS_BOX_NONCEBYTES];
+  uint8_t subkey[MS_BOX_KEYBYTES];
+  uint8_t sub_prefix[16]; /* the nonce prefix subkey belongs to */
+  bool sub_valid;
 } ms_box_t;
 
 void ms_box_init(ms_box_t *box, const uint8_t key[MS_BOX_KEYBYTES],
@@ -58,6 +64,10 @@ size_t ms_box_sealed_size(size_t len);
  * empty writes). Advances the nonce by 2 per packet. Returns bytes written. */
 size_t ms_box_seal(ms_box_t *box, uint8_t *out, const uint8_t *in,
                    size_t len);
+/* Seal one packet of n (1..MS_BOX_MAX_BODY) bytes whose plaintext already
+ * lies at out + MS_BOX_HEADER_LEN, in place: out receives the boxed header
+ * and the body is encrypted where it is. Returns MS_BOX_HEADER_LEN + n. */
+size_t ms_box_seal_packet_inplace(ms_box_t *box, uint8_t *out, size_t n);
 /* The goodbye under the current nonce. Nothing may be sealed afterwards. */
 void ms_box_goodbye(ms_box_t *box, uint8_t out[MS_BOX_GOODBYE_LEN]);
 
@@ -72,6 +82,7 @@ typedef struct {
    * from it), freed once drained. */
   uint8_t *part;
   size_t part_len;
+  size_t part_hi; /* bytes of part ever written (wiped on release) */
   /* Unconsumed input kept by ms_unbox_stash(); processed before new input.
    * Allocated only while non-empty (freed at the call after it drains). */
   uint8_t *stash;
