@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,7 @@ static bool setup(void) {
 }
 
 static int enter(const char *ns) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
   char path[128];
   snprintf(path, sizeof path, "/run/netns/%s", ns);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
