@@ -2,7 +2,10 @@
 #   make                 build/libmultiserver.a, build/libmultiserver.so, build/multiserver
 #   make test            C unit + socket tests, CLI tests (plain build)
 #   make test-asan       the same under -fsanitize=address,undefined (build/asan)
-#   make fuzz            libFuzzer targets (clang), short runs
+#   make fuzz            libFuzzer targets (clang), FUZZ_SECONDS each (20; soak: 60)
+#   make fuzz-regress    every committed corpus and regression input, once each
+#   make test-valgrind   the C tests under valgrind memcheck (no leaks, no invalid access)
+#   make soak            long runs, not part of check (see "soak" below)
 #   make install PREFIX=/usr/local
 #   make examples        C example built against the *installed* header/pkg-config
 #   make bench
@@ -35,7 +38,7 @@ FUZZ_SRCS  = $(sort $(wildcard Tests/fuzz/fuzz_*.c))
 HEADERS    = $(wildcard include/*.h) $(foreach d,$(MS_LAYERS),$(wildcard Sources/CMultiServer/$(d)/*.h))
 VERSION    = 0.1.0
 
-.PHONY: all lib cli tests test test-c test-cli test-asan fuzz install uninstall examples bench bench-smoke clean \
+.PHONY: all lib cli tests test test-c test-cli test-asan test-valgrind fuzz fuzz-regress fuzz-merge soak install uninstall examples bench bench-smoke clean \
         check demo swift-build swift-test
 
 all: lib cli
@@ -97,6 +100,31 @@ fuzz: $(FUZZ_SRCS:Tests/fuzz/%.c=$(BUILD)/fuzz/%)
 	  grep -E 'stat::number_of_executed_units|Done' $(BUILD)/fuzz/$$n.log | tail -2; \
 	done
 
+# Each target once over its committed seed corpus and over
+# Tests/fuzz/regress/<target>/ (inputs that once crashed it; none so far):
+# fast, so check runs it.
+fuzz-regress: $(FUZZ_SRCS:Tests/fuzz/%.c=$(BUILD)/fuzz/%)
+	@for f in $^; do \
+	  n=$$(basename $$f); \
+	  ins=$$(ls -d Tests/fuzz/corpus/$$n/* Tests/fuzz/regress/$$n/* 2>/dev/null); \
+	  [ -n "$$ins" ] || continue; \
+	  $$f -runs=1 $$ins >$(BUILD)/fuzz/$$n.regress.log 2>&1 \
+	    || { tail -30 $(BUILD)/fuzz/$$n.regress.log; exit 1; }; \
+	  echo "fuzz-regress $$n: $$(echo $$ins | wc -w) inputs ok"; \
+	done
+
+# Fold what a fuzz run found back into the committed corpora, minimized
+# (libFuzzer -merge keeps only inputs that add coverage).
+fuzz-merge: $(FUZZ_SRCS:Tests/fuzz/%.c=$(BUILD)/fuzz/%)
+	@for f in $^; do \
+	  n=$$(basename $$f); [ -d $(BUILD)/fuzz/corpus-$$n ] || continue; \
+	  rm -rf $(BUILD)/fuzz/merged-$$n; mkdir -p $(BUILD)/fuzz/merged-$$n Tests/fuzz/corpus/$$n; \
+	  $$f -merge=1 $(BUILD)/fuzz/merged-$$n Tests/fuzz/corpus/$$n $(BUILD)/fuzz/corpus-$$n \
+	    >$(BUILD)/fuzz/$$n.merge.log 2>&1 || { tail -20 $(BUILD)/fuzz/$$n.merge.log; exit 1; }; \
+	  cp -n $(BUILD)/fuzz/merged-$$n/* Tests/fuzz/corpus/$$n/ 2>/dev/null; \
+	  echo "fuzz-merge $$n: $$(ls Tests/fuzz/corpus/$$n | wc -l) inputs"; \
+	done
+
 # The library is compiled once for every fuzz target (-fsanitize=fuzzer-no-link
 # instruments it without a main), then each target links against it.
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=address,undefined -Iinclude $(MS_PRIV_INC) \
@@ -156,10 +184,32 @@ $(BUILD)/bench/%: Tests/bench/%.c $(BUILD)/libmultiserver.a
 	@mkdir -p $(dir $@)
 	$(CC) $(MS_CFLAGS) -O2 -g -o $@ $< $(BUILD)/libmultiserver.a $(MS_LIBS)
 
+# The C tests under valgrind memcheck (plain build): any leak (definite,
+# indirect, possible) or invalid access fails. Suppressions only in
+# Tests/c/valgrind.supp, each with its reason. test_cycles runs
+# MS_CYCLES=$(VALGRIND_CYCLES) there (valgrind is ~30x slower).
+VALGRIND_CYCLES ?= 300
+test-valgrind: all tests
+	VALGRIND_CYCLES=$(VALGRIND_CYCLES) Tests/c/valgrind.sh $(BUILD)
+
+# Long runs, not part of check: 100 000 connect/handshake/close cycles,
+# 100 MB through the lossy network namespaces, 60 s per fuzz target (and the
+# regression inputs), the C tests under ASan and under valgrind.
+SOAK_CYCLES ?= 100000
+SOAK_LOSSY_BYTES ?= 100000000
+SOAK_FUZZ_SECONDS ?= 60
+soak: all tests
+	MS_CYCLES=$(SOAK_CYCLES) $(BUILD)/tests/test_cycles
+	MS_LOSSY_BYTES=$(SOAK_LOSSY_BYTES) $(BUILD)/tests/test_lossy
+	$(MAKE) fuzz FUZZ_SECONDS=$(SOAK_FUZZ_SECONDS)
+	$(MAKE) fuzz-regress
+	$(MAKE) test-valgrind
+	@echo "soak: all passed"
+
 .PRECIOUS: $(BUILD)/bench/%
 
 # Everything CI runs (the README's test command, after .ci/setup).
-check: all test test-asan fuzz examples bench-smoke swift-test
+check: all test test-asan fuzz fuzz-regress examples bench-smoke swift-test
 	@echo "check: all suites passed"
 
 demo: all

@@ -532,8 +532,9 @@ static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *dat
     char why[NOISE_REASON_LEN];
     const char *what;
     if (c->role == MS_ROLE_CLIENT)
-      what = "server hung up after msg1: wrong server key, wrong "
-             "network, or not authorized";
+      what = c->inlen ? "server hung up inside msg2 (truncated)"
+                      : "server hung up after msg1: wrong server key, wrong "
+                        "network, or not authorized";
     else
       what = c->inlen ? "client hung up inside msg1 (truncated)"
                       : "client hung up before msg1";

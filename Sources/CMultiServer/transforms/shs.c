@@ -685,8 +685,20 @@ static const char *waiting_for(shs_conn_t *c) {
                                                  : "no msg4 (server accept) from the server";
 }
 
-static const char *hangup_reason(shs_conn_t *c) {
+static const char *hangup_reason(shs_conn_t *c, char *buf, size_t buflen) {
   if (c->hs == NULL) return "peer hung up";
+  /* Inside a message: name it and how much of it came. */
+  size_t want = ms_shs_expected(&c->hs->st);
+  if (c->hs->inlen > 0 && want > 0) {
+    const char *msg;
+    if (c->role == MS_ROLE_SERVER)
+      msg = c->hs->st.stage == MS_SHS_SERVER_WAIT_HELLO ? "msg1 (client hello)" : "msg3 (client auth)";
+    else
+      msg = c->hs->st.stage == MS_SHS_CLIENT_WAIT_HELLO ? "msg2 (server hello)" : "msg4 (server accept)";
+    ms_reasonf(buf, buflen, "%s hung up inside %s (%zu of %zu bytes)",
+               c->role == MS_ROLE_SERVER ? "client" : "server", msg, c->hs->inlen, want);
+    return buf;
+  }
   if (c->role == MS_ROLE_SERVER)
     return c->hs->st.stage == MS_SHS_SERVER_WAIT_HELLO
                ? "client hung up before msg1 (client hello)"
@@ -703,11 +715,12 @@ static void on_handshake_read(ms_stream_t *lower, int status, const uint8_t *dat
   (void)lower;
   shs_conn_t *c = arg;
   if (status != 0) {
-    char why[SHS_REASON_LEN];
+    char why[SHS_REASON_LEN], stage[SHS_REASON_LEN];
+    const char *what = hangup_reason(c, stage, sizeof stage);
     if (status == MS_EOF)
-      ms_reasonf(why, sizeof why, "%s", hangup_reason(c));
+      ms_reasonf(why, sizeof why, "%s", what);
     else
-      ms_reasonf(why, sizeof why, "%s (%s)", hangup_reason(c), ms_strerror(status));
+      ms_reasonf(why, sizeof why, "%s (%s)", what, ms_strerror(status));
     /* A hang-up may be a wrong key, or a middlebox that accepts and closes:
      * another alternative may work, so it is a path failure. */
     fail_as(c, status == MS_EOF ? MS_EHANDSHAKE : status, MS_FAIL_PATH, why);

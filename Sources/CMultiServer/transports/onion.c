@@ -306,7 +306,8 @@ static void on_read(ms_stream_t *s, int status, const uint8_t *data,
   }
   if (status < 0) {
     char why[256];
-    ms_reasonf(why, sizeof why, "socks5: %s", ms_strerror(status));
+    ms_reasonf(why, sizeof why, "socks5: %s %s", ms_strerror(status),
+               ms_socks5_stage_str(&d->s5));
     attempt_fail(d, status, MS_FAIL_PATH, false, why);
     return;
   }

@@ -407,20 +407,23 @@ int ms_socks5_feed(ms_socks5_t *s, const uint8_t *in, size_t len,
 }
 
 
-int ms_socks5_eof(ms_socks5_t *s) {
-  const char *what;
-
+const char *ms_socks5_stage_str(const ms_socks5_t *s) {
   switch (s->stage) {
-    case MS_SOCKS5_CONNECTED_STAGE: return 0;
-    case MS_SOCKS5_FAILED: return s->error;
-    case MS_SOCKS5_SEND_GREETING: what = "before the greeting"; break;
-    case MS_SOCKS5_WAIT_METHOD: what = "before choosing a method"; break;
+    case MS_SOCKS5_CONNECTED_STAGE: return "after the CONNECT reply";
+    case MS_SOCKS5_FAILED: return "after a failure";
+    case MS_SOCKS5_SEND_GREETING: return "before the greeting";
+    case MS_SOCKS5_WAIT_METHOD: return "before choosing a method";
     case MS_SOCKS5_SEND_AUTH:
-    case MS_SOCKS5_WAIT_AUTH: what = "during username/password authentication"; break;
-    default: what = "before the CONNECT reply"; break;
+    case MS_SOCKS5_WAIT_AUTH: return "during username/password authentication";
+    default: return "before the CONNECT reply";
   }
+}
+
+int ms_socks5_eof(ms_socks5_t *s) {
+  if (s->stage == MS_SOCKS5_CONNECTED_STAGE) return 0;
+  if (s->stage == MS_SOCKS5_FAILED) return s->error;
   return fail(s, MS_EHANGUP, 1, "socks5: the proxy closed the connection %s",
-              what);
+              ms_socks5_stage_str(s));
 }
 
 

@@ -193,6 +193,8 @@ int ms_socks5_error(const ms_socks5_t *s);
  * "socks5: CONNECT failed: host unreachable (REP 0x04)". Valid as long as
  * the state. */
 const char *ms_socks5_reason(const ms_socks5_t *s);
+/* Where the exchange is, for a reason ("before choosing a method"). */
+const char *ms_socks5_stage_str(const ms_socks5_t *s);
 /* 1 if the exchange failed and the failure is a path failure, else 0. */
 int ms_socks5_path_failure(const ms_socks5_t *s);
 /* REP of the CONNECT reply, or -1 before it arrived. */
