@@ -1503,13 +1503,15 @@ static void conc_connected(ms_stream_t *s, int status, const char *reason, void 
 static void test_concurrent(void) {
   env_t e;
   env_init(&e);
-  const char *opts[] = {"udpt.drop_every=11", "udpt.rto_ms=10", NULL};
+  /* A generous dial deadline: under ASan on a loaded machine the SYNs of
+   * many dials over one lossy socket can take seconds. */
+  const char *opts[] = {"udpt.drop_every=11", "udpt.rto_ms=10", "udpt.timeout_ms=30000", NULL};
   ms_listener_t *l = listen_with(&e, "udpt:127.0.0.1:0", opts, srv_echo);
   if (l == NULL) return;
   conc_t c[NCONC];
   memset(c, 0, sizeof c);
   int closed = 0;
-  const char *copts[] = {"udpt.drop_every=13", "udpt.rto_ms=10", NULL};
+  const char *copts[] = {"udpt.drop_every=13", "udpt.rto_ms=10", "udpt.timeout_ms=30000", NULL};
   ms_popts_t *o;
   CHECK_INT(ms_popts_new(&o), 0);
   for (int i = 0; copts[i]; i++) CHECK_INT(ms_popts_parse(o, copts[i]), 0);
