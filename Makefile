@@ -189,7 +189,7 @@ test-valgrind: all tests
 	VALGRIND_CYCLES=$(VALGRIND_CYCLES) Tests/c/valgrind.sh $(BUILD)
 
 # Long runs, not part of check: 100 000 connect/handshake/close cycles,
-# 100 MB through the lossy network namespaces, 60 s per fuzz target (and the
+# 100 MB through the lossy network namespaces, 300 s per fuzz target (and the
 # regression inputs), the C tests under ASan and under valgrind.
 SOAK_CYCLES ?= 100000
 SOAK_LOSSY_BYTES ?= 100000000
