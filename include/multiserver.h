@@ -93,9 +93,10 @@ typedef enum {
 } ms_errno_t;
 
 /* Human-readable message for any error code this library returns (ours or
- * libuv's). Never NULL. */
+ * libuv's). Never NULL; static storage (valid forever, do not free). */
 MS_EXTERN const char *ms_strerror(int err);
-/* Symbolic name ("MS_EHANDSHAKE", "ECONNREFUSED"). Never NULL. */
+/* Symbolic name ("MS_EHANDSHAKE", "ECONNREFUSED"). Never NULL; static
+ * storage, like ms_strerror's. */
 MS_EXTERN const char *ms_err_name(int err);
 
 /* ------------------------------------------------------------------ */
@@ -138,6 +139,8 @@ typedef struct {
  * MS_ENOMEM, or MS_EINVAL for NULL arguments. */
 MS_EXTERN MS_WUR int ms_addr_parse(const char *str, size_t len,
                                    ms_addr_t **out, ms_addr_error_t *err);
+/* Free a parsed address (NULL is a no-op). Every pointer its accessors
+ * returned becomes invalid. */
 MS_EXTERN void ms_addr_free(ms_addr_t *addr);
 /* Canonical printed form into buf (NUL-terminated). Returns the length it
  * needs (excluding NUL), like snprintf; the output is truncated if larger
@@ -146,7 +149,8 @@ MS_EXTERN size_t ms_addr_print(const ms_addr_t *addr, char *buf, size_t size);
 /* Canonical form as a malloc'd string (free with ms_free), NULL on ENOMEM. */
 MS_EXTERN char *ms_addr_to_string(const ms_addr_t *addr);
 
-/* Accessors. An index out of range gives 0 or NULL (and *len = 0). */
+/* Accessors. An index out of range gives 0 or NULL (and *len = 0).
+ * Returned strings are owned by addr: valid until ms_addr_free(). */
 MS_EXTERN size_t ms_addr_alternatives(const ms_addr_t *addr);
 MS_EXTERN size_t ms_addr_sections(const ms_addr_t *addr, size_t alt);
 /* Protocol name of a section ("net", "shs"). */
@@ -172,6 +176,8 @@ typedef struct {
 MS_EXTERN size_t ms_addr_escape(const char *in, size_t len, char *buf,
                                 size_t size);
 
+/* Free memory the library allocated for the caller (ms_addr_to_string,
+ * ms_address_check's *canonical, ms_listener_addresses). NULL is a no-op. */
 MS_EXTERN void ms_free(void *p);
 
 /* Check an address without a multiserver: the grammar, and for the protocols
@@ -180,7 +186,8 @@ MS_EXTERN void ms_free(void *p);
  * transport, then transforms). Alternatives naming other protocols are checked for grammar
  * only. On success *canonical (if non-NULL) receives the canonical form, to
  * free with ms_free. Returns 0, MS_EADDRESS, MS_EKEY, MS_ESTACK or
- * MS_ENOAUTH_REMOTE with a reason naming the alternative and offset. */
+ * MS_ENOAUTH_REMOTE with a reason naming the alternative and offset,
+ * MS_ENOMEM, or MS_EINVAL for a NULL address. reason may be NULL. No I/O. */
 MS_EXTERN int ms_address_check(const char *address, bool listen,
                                char **canonical, char *reason,
                                size_t reason_len);
@@ -194,12 +201,14 @@ typedef struct {
   uint8_t secret_key[MS_SECRETKEYBYTES];
 } ms_keypair_t;
 
-/* A fresh key pair from the system CSPRNG. 0, or MS_EINVAL for NULL. */
+/* A fresh key pair from the system CSPRNG. 0, MS_EINVAL for NULL, MS_EKEY,
+ * or MS_ENOMEM (libsodium could not initialise); kp is wiped on MS_EKEY. */
 MS_EXTERN int ms_keypair_generate(ms_keypair_t *kp);
-/* The key pair of a 32-byte seed (deterministic). 0, MS_EINVAL, MS_EKEY. */
+/* The key pair of a 32-byte seed (deterministic). 0, MS_EINVAL (NULL),
+ * MS_EKEY, or MS_ENOMEM (libsodium could not initialise). */
 MS_EXTERN MS_WUR int ms_keypair_from_seed(ms_keypair_t *kp,
                                    const uint8_t seed[MS_SEEDBYTES]);
-/* Wipe a key pair (sodium_memzero). */
+/* Wipe a key pair (sodium_memzero); NULL is a no-op. */
 MS_EXTERN void ms_keypair_wipe(ms_keypair_t *kp);
 /* Read/write the ~/.ssb/secret format (JSON with curve, public, private, id;
  * '#' comment lines). Written files are created 0600. */
@@ -208,16 +217,20 @@ MS_EXTERN void ms_keypair_wipe(ms_keypair_t *kp);
  * MS_EEXIST if path exists (never overwritten), -errno. */
 MS_EXTERN MS_WUR int ms_keypair_load(ms_keypair_t *kp, const char *path);
 MS_EXTERN MS_WUR int ms_keypair_save(const ms_keypair_t *kp, const char *path);
-/* "@<base64>.ed25519"; buf needs MS_ID_LEN + 1 bytes. */
+/* "@<base64>.ed25519"; buf needs MS_ID_LEN + 1 bytes. 0, MS_EINVAL (NULL
+ * arguments, size under MS_ID_LEN + 1), or MS_ENOMEM (libsodium could not
+ * initialise). */
 #define MS_ID_LEN 53
 MS_EXTERN int ms_key_to_id(const uint8_t pk[MS_PUBLICKEYBYTES], char *buf,
                            size_t size);
 /* Accepts "@<base64>.ed25519" or bare standard base64 (44 chars). */
-/* 0, or MS_EKEY for anything else. */
+/* 0, MS_EKEY for anything else, MS_EINVAL for NULL arguments. */
 MS_EXTERN MS_WUR int ms_key_from_id(uint8_t pk[MS_PUBLICKEYBYTES], const char *id);
 /* Standard base64 with padding of 32 bytes; buf needs 45 bytes. */
-/* to: 0, or MS_EINVAL for a buffer under 45 bytes. from: len bytes of
- * canonical padded base64 of exactly 32 bytes: 0, or MS_EKEY. */
+/* to: 0, MS_EINVAL for NULL arguments or a buffer under 45 bytes, MS_ENOMEM
+ * as for ms_key_to_id. from:
+ * len bytes of canonical padded base64 of exactly 32 bytes: 0, MS_EKEY, or
+ * MS_EINVAL for NULL arguments. */
 MS_EXTERN int ms_key_to_base64(const uint8_t key[32], char *buf, size_t size);
 MS_EXTERN MS_WUR int ms_key_from_base64(uint8_t key[32], const char *b64, size_t len);
 
@@ -273,22 +286,34 @@ MS_EXTERN size_t ms_stream_high_water(const ms_stream_t *s);
 /* true while write_queue_size < high water mark. */
 MS_EXTERN bool ms_stream_writable(const ms_stream_t *s);
 /* Called each time the queue falls below the high-water mark after having
- * reached it. */
+ * reached it (from a write completion, so never inside ms_stream_write).
+ * Replaces an earlier cb/arg; cb NULL removes it. */
 MS_EXTERN void ms_stream_on_drain(ms_stream_t *s, ms_drain_cb cb, void *arg);
 
 /* Deliver incoming bytes to cb until ms_stream_read_stop(), MS_EOF or an
  * error. cb is never called from inside ms_stream_read_start(); calling it
- * again replaces cb/arg. MS_EINVAL, MS_ECLOSED, or the layer's error. */
+ * again replaces cb/arg. Errors: MS_EINVAL (NULL stream or cb), MS_ECLOSED
+ * (closing), the error the stream already failed with, or the layer's
+ * (libuv's uv_read_start code for net/unix); cb never fires then. */
 MS_EXTERN int ms_stream_read_start(ms_stream_t *s, ms_read_cb cb, void *arg);
-/* Stop delivering (effective at once, also inside the read callback). */
+/* Stop delivering (effective at once, also inside the read callback).
+ * 0 (also when not reading or closing), MS_EINVAL for NULL, or the layer's
+ * read_stop error. */
 MS_EXTERN int ms_stream_read_stop(ms_stream_t *s);
 
 /* Half-close: after every queued write has completed, end the write side
- * (transforms send their end marker, e.g. the box-stream goodbye). */
+ * (transforms send their end marker, e.g. the box-stream goodbye). cb (may
+ * be NULL) fires once, on a later turn, never inside this call: 0, the
+ * layer's error (MS_ENOTSUP for a stream without MS_CAP_HALF_CLOSE that
+ * cannot end its session), or MS_ECANCELED if the stream is closed first
+ * (before its close callback). Later writes fail with MS_ESHUTDOWN.
+ * Returns 0, MS_EINVAL (NULL), MS_ECLOSED, MS_ESHUTDOWN (already called),
+ * or the error the stream already failed with (cb never fires then). */
 MS_EXTERN int ms_stream_shutdown(ms_stream_t *s, ms_shutdown_cb cb, void *arg);
-/* Close now: queued writes complete with MS_ECANCELED, then cb fires and the
- * handle is freed. Further calls are ignored until cb has fired; after that
- * the handle is gone and any call on it is a use after free (as in libuv). */
+/* Close now: queued writes complete with MS_ECANCELED, then cb (may be
+ * NULL) fires, never inside this call, and the handle is freed. Further
+ * calls (and NULL) are ignored until cb has fired; after that the handle
+ * is gone and any call on it is a use after free (as in libuv). */
 MS_EXTERN void ms_stream_close(ms_stream_t *s, ms_close_cb cb, void *arg);
 
 /* Full address of the stack, e.g. "net:127.0.0.1:52311~shs:KEY". Owned by
@@ -360,7 +385,8 @@ MS_EXTERN void ms_authorize_done(ms_authorize_t *req, bool accept,
  * ms_authorize_done): its bytes, *kind and *len. */
 MS_EXTERN const void *ms_authorize_remote_id(const ms_authorize_t *req,
                                              const char **kind, size_t *len);
-/* The ed25519 key being asked about, or NULL for another kind. */
+/* The ed25519 key being asked about, or NULL for another kind (valid until
+ * ms_authorize_done, like every pointer these accessors return). */
 MS_EXTERN const uint8_t *ms_authorize_remote_key(const ms_authorize_t *req);
 /* The name of the transform asking ("shs", "noise") and the address of the
  * stream below it ("net:127.0.0.1:51234"). */
@@ -418,6 +444,7 @@ typedef struct {
                                          returns MS_ELIMIT */
 } ms_options_t;
 
+/* Zero every field (the defaults) and set size. */
 MS_EXTERN void ms_options_init(ms_options_t *opts);
 
 /* Counters of a multiserver (ms_stats). */
@@ -451,19 +478,31 @@ MS_EXTERN void ms_stats(const ms_t *ms, ms_stats_t *out);
  * (MS_EINVAL with a reason); options for protocols the address does not
  * use are ignored, so one set can serve many addresses. */
 typedef struct ms_popts_s ms_popts_t;
+/* An empty set, to free with ms_popts_free. 0, MS_EINVAL (out NULL),
+ * MS_ENOMEM. */
 MS_EXTERN MS_WUR int ms_popts_new(ms_popts_t **out);
-/* Set (or replace) protocol.key. MS_EINVAL for empty names, MS_ENOMEM. */
+/* Set (or replace) protocol.key; the strings are copied. MS_EINVAL for a
+ * NULL argument or an empty or malformed name, MS_ELIMIT when the set is
+ * full, MS_ENOMEM. */
 MS_EXTERN MS_WUR int ms_popts_set(ms_popts_t *o, const char *protocol,
                                   const char *key, const char *value);
-/* Parse "protocol.key=value" (the CLI's --opt). MS_EINVAL, MS_ENOMEM. */
+/* Parse "protocol.key=value" (the CLI's --opt). MS_EINVAL (NULL, no '.'
+ * before the '=', a bad name), MS_ELIMIT, MS_ENOMEM. */
 MS_EXTERN MS_WUR int ms_popts_parse(ms_popts_t *o, const char *assignment);
-/* The value of protocol.key, or NULL. */
+/* The value of protocol.key, or NULL. Owned by o: valid until the key is
+ * set again or o is freed. */
 MS_EXTERN const char *ms_popts_get(const ms_popts_t *o, const char *protocol,
                                    const char *key);
+/* NULL is a no-op. */
 MS_EXTERN void ms_popts_free(ms_popts_t *o);
 
 /* A multiserver owning its own event loop. Registers the built-in protocols
- * (net, unix, onion, noauth, shs, noise, gzip). */
+ * (net, unix, onion, noauth, shs, noise, gzip). opts (NULL: defaults) is
+ * copied, except what its pointers point to: keys is copied, app_key too,
+ * authorize_arg is kept. 0 and *out, or MS_EINVAL (out NULL, opts->size
+ * larger than this library knows or too small), MS_ENOMEM, MS_EKEY (no key
+ * pair could be generated), libuv's error from uv_loop_init or
+ * uv_async_init; nothing to free then. */
 MS_EXTERN int ms_new(ms_t **out, const ms_options_t *opts);
 /* Two-phase teardown, safe from any callback on the loop: ms_close() waits
  * until every listener, connect and stream the application opened has
@@ -471,8 +510,10 @@ MS_EXTERN int ms_new(ms_t **out, const ms_options_t *opts);
  * the protocol instances, waits for their handles, closes the library's
  * own handles and then calls cb (on the loop). After cb,
  * ms_delete() frees the memory (for an owned loop, call it once ms_run has
- * returned, as ms_run returns when nothing is left). MS_EINVAL for a
- * second call. */
+ * returned, as ms_run returns when nothing is left). cb (may be NULL) never fires
+ * inside this call; calls still queued with ms_call() run before it. Once
+ * closing, ms_listen, ms_connect and friends fail with MS_ECLOSED.
+ * MS_EINVAL for NULL or a second call. */
 typedef void (*ms_closed_cb)(ms_t *ms, void *arg);
 MS_EXTERN int ms_close(ms_t *ms, ms_closed_cb cb, void *arg);
 /* Frees the multiserver. After ms_close()'s callback it only frees. Without
@@ -482,25 +523,37 @@ MS_EXTERN int ms_close(ms_t *ms, ms_closed_cb cb, void *arg);
  * and every authorize request the application was given answered first:
  * MS_EEXIST (and nothing freed) otherwise. It waits (running the loop)
  * while a protocol still holds handles (ms_ref: a socket closing, a name
- * lookup orphaned in the thread pool by a timeout). */
+ * lookup orphaned in the thread pool by a timeout). Also MS_EINVAL for NULL,
+ * MS_EBUSY while ms_close() is under way, MS_EEXIST while the thread of
+ * ms_thread_start runs (ms_thread_join first). 0: ms is gone. */
 MS_EXTERN int ms_delete(ms_t *ms);
 /* Run the loop: MS_RUN_DEFAULT until no work is left, MS_RUN_ONCE, or
- * MS_RUN_NOWAIT (libuv's uv_run modes). */
+ * MS_RUN_NOWAIT (libuv's uv_run modes; another value runs DEFAULT). Returns
+ * uv_run's value: non-zero when work is left. Not while the thread of
+ * ms_thread_start runs the loop. */
 enum { MS_RUN_DEFAULT = 0, MS_RUN_ONCE = 1, MS_RUN_NOWAIT = 2 };
 MS_EXTERN int ms_run(ms_t *ms, int mode);
 /* Stop ms_run at the next opportunity (loop thread only). */
 MS_EXTERN void ms_stop(ms_t *ms);
+/* The multiserver's key pair and network key: owned by ms, valid until
+ * ms_delete(). */
 MS_EXTERN const ms_keypair_t *ms_keys(const ms_t *ms);
 MS_EXTERN const uint8_t *ms_app_key(const ms_t *ms);
 
 /* Threading: run the loop on a thread the library starts. While it runs,
- * use the handles only from callbacks or through ms_call(). */
+ * use the handles only from callbacks or through ms_call(). 0, MS_EINVAL
+ * (NULL), MS_EEXIST (already started), or uv_thread_create's error. */
 MS_EXTERN int ms_thread_start(ms_t *ms);
 /* Ask the loop thread to finish (after closing everything you opened) and
- * join it. Call from another thread. */
+ * join it. Call from another thread. 0, MS_EINVAL (NULL, or no thread
+ * started), MS_ENOMEM, or libuv's error (uv_async_send, uv_thread_join). */
 MS_EXTERN int ms_thread_join(ms_t *ms);
 /* Run fn(arg) on the loop thread soon. Thread-safe; callable from any thread
- * (including the loop thread, where it runs on the next iteration). */
+ * (including the loop thread, where it runs on the next iteration); fn never
+ * runs inside ms_call. Calls in order; those still queued when ms_close()
+ * finishes run before its callback. Only until then: later calls are a use
+ * of a closed handle. 0, MS_EINVAL (NULL ms or fn), MS_ENOMEM, or
+ * uv_async_send's error (fn then still queued). */
 MS_EXTERN int ms_call(ms_t *ms, void (*fn)(void *arg), void *arg);
 
 /* Incoming connection on any listened stack. The stream is handed over: the
@@ -512,7 +565,13 @@ typedef void (*ms_listen_error_cb)(const char *stack, int status,
                                    const char *reason, void *arg);
 
 /* Listen on every stack of a (;-joined) address. Either all listen or none
- * (the error says which stack failed in reason, if non-NULL). */
+ * (the error says which stack failed in reason, if non-NULL). cb never
+ * fires inside this call; *out is valid until its close callback.
+ * Errors: MS_EINVAL (NULL ms, address, cb or out; a bad per-stack option),
+ * MS_ECLOSED (ms closing), MS_EADDRESS, MS_EPROTO_UNKNOWN, MS_ESTACK (also
+ * a client-only transport), MS_EKEY, MS_ENOAUTH_REMOTE, a transport's
+ * error (libuv's: UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL …), MS_ELIMIT
+ * (an advertised section over 1 KiB), MS_ENOMEM. */
 MS_EXTERN MS_WUR int ms_listen(ms_t *ms, const char *address,
                                ms_connection_cb cb, void *arg,
                                ms_listener_t **out, char *reason,
@@ -524,11 +583,14 @@ MS_EXTERN MS_WUR int ms_listen_with(ms_t *ms, const char *address,
                                     ms_listener_t **out, char *reason,
                                     size_t reason_len);
 /* Receive listener-level failures (handshakes that failed, limits reached,
- * accept errors); stack and reason are valid during the call only. */
+ * accept errors); stack and reason are valid during the call only.
+ * Replaces an earlier cb/arg; cb NULL removes it. */
 MS_EXTERN void ms_listener_on_error(ms_listener_t *l, ms_listen_error_cb cb,
                                     void *arg);
 /* The multiaddress that reaches this listener: ;-joined, actual ports,
- * transforms carrying the server's public key (net:127.0.0.1:41234~shs:KEY). */
+ * transforms carrying the server's public key (net:127.0.0.1:41234~shs:KEY).
+ * Owned by the listener: valid until it is freed (after its close
+ * callback). Never NULL. */
 MS_EXTERN const char *ms_listener_address(const ms_listener_t *l);
 /* What a peer in scope can dial (MS_SCOPE_DEVICE, MS_SCOPE_LOCAL or
  * MS_SCOPE_PUBLIC, from multiserver_plugin.h; 1, 3, 4): the ;-joined
@@ -543,8 +605,10 @@ MS_EXTERN const char *ms_listener_address(const ms_listener_t *l);
  * a bad scope or ENOMEM. */
 MS_EXTERN char *ms_listener_addresses(const ms_listener_t *l, int scope);
 typedef void (*ms_listener_close_cb)(ms_listener_t *l, void *arg);
-/* Stop listening on every stack; cb fires when all are closed. Accepted
- * streams are not affected. */
+/* Stop listening on every stack; cb (may be NULL) fires when all are
+ * closed, on a later turn, never inside this call; the listener is freed
+ * after it. Handshakes still in progress are canceled; accepted streams
+ * are not affected. NULL or a second call is ignored. */
 MS_EXTERN void ms_listener_close(ms_listener_t *l, ms_listener_close_cb cb,
                                  void *arg);
 
@@ -568,7 +632,10 @@ typedef void (*ms_connect_cb)(ms_stream_t *s, int status, const char *reason,
  * one's failure. The stream carries timings as metadata: time.connect_ms
  * (the transport), time.<transform>_ms for each transform, time.total_ms.
  * cb always fires later, never from inside ms_connect(). req (may be NULL)
- * allows cancellation until cb fires. MS_EINVAL, MS_ECLOSED, MS_ENOMEM. */
+ * allows cancellation until cb fires, and is invalid after. reason is
+ * valid during cb only. Returns 0, MS_EINVAL (NULL ms, address or cb),
+ * MS_ECLOSED (ms closing) or MS_ENOMEM, and cb never fires then; a
+ * malformed address is reported through cb (MS_EADDRESS). */
 MS_EXTERN MS_WUR int ms_connect(ms_t *ms, const char *address,
                                 ms_connect_cb cb, void *arg,
                                 ms_connect_t **req);
@@ -578,7 +645,8 @@ MS_EXTERN MS_WUR int ms_connect_with(ms_t *ms, const char *address,
                                      const ms_popts_t *opts, ms_connect_cb cb,
                                      void *arg, ms_connect_t **req);
 /* Cancel a pending connect: cb fires (later, not from inside this call)
- * with MS_ECANCELED, or with the outcome if that was already decided. */
+ * with MS_ECANCELED, or with the outcome if that was already decided.
+ * NULL or a second call is ignored; not after cb fired (req is freed). */
 MS_EXTERN void ms_connect_cancel(ms_connect_t *req);
 
 
@@ -638,7 +706,8 @@ MS_EXTERN MS_WUR int ms_onion_publish(ms_t *ms, const ms_onion_opts_t *opts,
                                       ms_onion_cb cb, void *arg,
                                       ms_onion_t **out, char *reason,
                                       size_t reason_len);
-/* "<id>.onion" once published, else "". */
+/* "<id>.onion" once published, else "". Owned by o: valid until it is
+ * freed. Never NULL. */
 MS_EXTERN const char *ms_onion_address(const ms_onion_t *o);
 /* Withdraw the service (DEL_ONION) and close the control connection; cb
  * (may be NULL) gets 0, or why DEL_ONION could not be done (the control

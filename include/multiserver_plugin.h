@@ -50,6 +50,7 @@ struct ms_defer_s {
  * does nothing. A pending deferred call keeps ms_run() going. */
 MS_EXTERN void ms_defer(ms_t *ms, ms_defer_t *node, void (*fn)(void *arg),
                         void *arg);
+/* Unqueue node: its fn will not run (no-op if it is not queued). */
 MS_EXTERN void ms_defer_cancel(ms_t *ms, ms_defer_t *node);
 
 /* Live count: a plugin that keeps libuv handles (or anything that calls back
@@ -64,7 +65,8 @@ MS_EXTERN size_t ms_live(const ms_t *ms);
 
 /* The loop-wide read buffer: bytes read into it must be handed on
  * synchronously (ms_stream_emit_read) before returning to the loop. Using it
- * keeps idle connections free of read buffers. Never NULL for a live ms. */
+ * keeps idle connections free of read buffers. Never NULL for a live ms;
+ * owned by ms, valid until ms_delete(). *len gets its size. */
 MS_EXTERN uint8_t *ms_read_slab(ms_t *ms, size_t *len);
 
 /* ------------------------------------------------------------------ */
@@ -107,6 +109,7 @@ typedef struct {
  * NULL on ENOMEM or an ops struct larger than this library knows. */
 MS_EXTERN ms_stream_t *ms_stream_new(ms_t *ms, const ms_stream_ops_t *ops,
                                      void *impl, const char *address);
+/* The impl pointer given to ms_stream_new, and the stream's multiserver. */
 MS_EXTERN void *ms_stream_impl(const ms_stream_t *s);
 MS_EXTERN ms_t *ms_stream_ms(const ms_stream_t *s);
 /* Metadata. Addresses are printed (escaped) text: a transport's stream is
@@ -114,6 +117,8 @@ MS_EXTERN ms_t *ms_stream_ms(const ms_stream_t *s);
  * appends "~" and its section. A transform's new stream inherits from the
  * stream below what it does not set itself: the remote identity, the
  * authorize value, the server flag and every metadata entry. */
+/* Replace the address (copied; NULL clears). 0, or MS_ENOMEM (the old one
+ * is kept). */
 MS_EXTERN MS_WUR int ms_stream_set_address(ms_stream_t *s, const char *address);
 /* Shorthand for ms_stream_set_remote_id(s, "ed25519", pk, 32); pk NULL
  * clears the identity. */
@@ -164,6 +169,9 @@ MS_EXTERN MS_WUR int ms_stream_unread(ms_stream_t *s, const void *data,
  * is asked). No-op for implementations without a flush hook. */
 MS_EXTERN void ms_stream_want_flush(ms_stream_t *s);
 
+/* Complete a write request (0 or an error) exactly once; req is invalid
+ * after. Completed inside ops->write, the application's write callback is
+ * still deferred to a later turn (never inside ms_stream_write). */
 MS_EXTERN void ms_write_req_done(ms_write_req_t *req, int status);
 /* Bytes a write request carries (sum of its buffers). */
 MS_EXTERN size_t ms_write_req_size(const ms_write_req_t *req);
@@ -172,7 +180,12 @@ MS_EXTERN size_t ms_write_req_size(const ms_write_req_t *req);
  * so keeping per-write state here costs no allocation. */
 #define MS_WRITE_REQ_SCRATCH 256
 MS_EXTERN void *ms_write_req_scratch(ms_write_req_t *req);
+/* Report the outcome of ops->shutdown once (later calls are ignored); from
+ * inside ops->shutdown the shutdown callback is deferred to a later turn. */
 MS_EXTERN void ms_stream_shutdown_done(ms_stream_t *s, int status);
+/* Report that ops->close finished: nothing of the implementation calls back
+ * any more. The base then fires the close callback (never inside
+ * ms_stream_close) and frees s; later calls are ignored until then. */
 MS_EXTERN void ms_stream_closed(ms_stream_t *s);
 
 /* ------------------------------------------------------------------ */
@@ -272,14 +285,15 @@ typedef struct {
 } ms_protocol_t;
 
 /* Register a protocol (proto must outlive ms). MS_EEXIST if the name is
- * taken, MS_EINVAL for a malformed struct (a transport without dial, a
+ * taken, MS_EINVAL for NULL ms or proto, a closing ms, a malformed struct (a transport without dial, a
  * transform without wrap, a size larger than this library knows),
  * MS_ELIMIT when the registry is full, or what init() returned. */
 MS_EXTERN MS_WUR int ms_register(ms_t *ms, const ms_protocol_t *proto,
                                  void *pdata);
 
 /* Per-stack options (ms_listen_with / ms_connect_with) given for the
- * protocol of the section being served: the value of key, or NULL. */
+ * protocol of the section being served: the value of key, or NULL. Owned
+ * by the listen, dial or wrap: valid as long as pl, pd or pw is. */
 MS_EXTERN const char *ms_plisten_opt(const ms_plisten_t *pl, const char *key);
 MS_EXTERN const char *ms_pdial_opt(const ms_pdial_t *pd, const char *key);
 MS_EXTERN const char *ms_pwrap_opt(const ms_pwrap_t *pw, const char *key);
@@ -288,14 +302,19 @@ MS_EXTERN ms_t *ms_plisten_ms(const ms_plisten_t *pl);
 MS_EXTERN void ms_plisten_set_impl(ms_plisten_t *pl, void *impl);
 MS_EXTERN void *ms_plisten_impl(const ms_plisten_t *pl);
 /* The printed transport section a client uses to reach this listener, e.g.
- * "net:127.0.0.1:41234" (escaped). Call from listen(). */
+ * "net:127.0.0.1:41234" (escaped; copied). Call from listen(). 0, or
+ * MS_ENOMEM. */
 MS_EXTERN MS_WUR int ms_plisten_set_address(ms_plisten_t *pl,
                                             const char *section);
 /* Hand over an accepted stream (ownership passes). */
 MS_EXTERN void ms_plisten_incoming(ms_plisten_t *pl, ms_stream_t *s);
-/* A failure that is not fatal to the listener (e.g. accept failed). */
+/* A failure that is not fatal to the listener (e.g. accept failed): goes
+ * to the application's listen error callback. Inside listen() it instead
+ * sets the reason ms_listen() reports. reason is copied or used during the
+ * call only. */
 MS_EXTERN void ms_plisten_error(ms_plisten_t *pl, int status,
                                 const char *reason);
+/* Report that listen_close() finished (now or later); pl is invalid after. */
 MS_EXTERN void ms_plisten_closed(ms_plisten_t *pl);
 
 MS_EXTERN ms_t *ms_pdial_ms(const ms_pdial_t *pd);
@@ -373,16 +392,20 @@ MS_EXTERN MS_WUR int ms_stream_wrap(ms_t *ms, ms_stream_t *lower,
                                     const ms_popts_t *opts, ms_wrap_cb cb,
                                     void *arg, ms_wrap_t **req, char *reason,
                                     size_t reason_len);
+/* Cancel: cb fires later with MS_ECANCELED (or the outcome already
+ * decided). NULL is ignored; not after cb fired. */
 MS_EXTERN void ms_wrap_cancel(ms_wrap_t *req);
 
 /* A registered protocol by name: 0 and its instance (the pdata its hooks
  * receive; may be NULL) in *instance (if not NULL), or MS_EPROTO_UNKNOWN.
  * How a protocol finds a sibling it cooperates with (wss shares ws's
- * instance; ws checks that "tls" is there before listening on wss). */
+ * instance; ws checks that "tls" is there before listening on wss).
+ * MS_EINVAL for a NULL ms or name. */
 MS_EXTERN int ms_protocol_find(const ms_t *ms, const char *name,
                                void **instance);
 
-/* Options the multiserver was created with (for transforms). */
+/* Options the multiserver was created with (for transforms), defaults
+ * filled in. Owned by ms: valid until ms_delete(). */
 MS_EXTERN const ms_options_t *ms_options(const ms_t *ms);
 
 /* Format a one-line reason into buf (printf-style; truncates, always

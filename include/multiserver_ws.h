@@ -36,6 +36,8 @@ typedef void (*ms_http_handler_fn)(ms_http_request_t *req, void *arg);
 MS_EXTERN int ms_ws_set_http_handler(ms_t *ms, ms_http_handler_fn cb,
                                      void *arg);
 
+/* Accessors: strings owned by req, valid until ms_http_respond(); never
+ * NULL except ms_http_request_header's miss. */
 /* "GET", "HEAD", ... */
 MS_EXTERN const char *ms_http_request_method(const ms_http_request_t *req);
 /* The request-target as sent ("/index.html?x=1"). */
@@ -53,7 +55,8 @@ MS_EXTERN const char *ms_http_request_peer(const ms_http_request_t *req);
  * HEAD request the body is not sent (its Content-Length is). Frees req:
  * do not use it after this call, whatever it returns. MS_EINVAL (status
  * outside 200-599, a content type with control bytes), MS_ENOMEM, or the
- * connection's write error (the connection is closed then). */
+ * connection's write error (the connection is closed then). Nothing is
+ * called back from inside this call. */
 MS_EXTERN int ms_http_respond(ms_http_request_t *req, int status,
                               const char *content_type, const void *body,
                               size_t len);
