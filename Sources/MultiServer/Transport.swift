@@ -326,7 +326,7 @@ private func printed(_ sec: UnsafePointer<ms_section_t>) -> String {
         let need = ms_addr_escape(field, len, nil, 0)
         var buf = [CChar](repeating: 0, count: need + 1)
         _ = ms_addr_escape(field, len, &buf, buf.count)
-        text += ":" + String(cString: buf)
+        text += ":" + String(decoding: buf.prefix(need).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
     return text
 }
