@@ -5,7 +5,10 @@
 //     swift run chat serve                 # prints the address to give the other peer
 //     swift run chat connect 'net:127.0.0.1:PORT~shs:KEY'
 //     swift run chat demo                  # both peers in one process
+//     swift run wsserver serve             # echo on net~shs and ws~shs, a page over HTTP
+//     swift run wsserver demo
 //
+// run.sh builds both and checks them (the page with curl or python3).
 // Tests/consumer/run.sh builds it and runs the demo.
 import PackageDescription
 import Foundation
@@ -21,6 +24,10 @@ let package = Package(
     targets: [
         .executableTarget(
             name: "chat",
+            dependencies: [.product(name: "MultiServer", package: multiserver)]
+        ),
+        .executableTarget(
+            name: "wsserver",
             dependencies: [.product(name: "MultiServer", package: multiserver)]
         ),
     ]
