@@ -20,6 +20,7 @@ if grep -e '-module-name MultiServer ' "$log" | grep -q -e '-warnings-as-errors'
 fi
 swift run ConsumerApp | grep -q "hello from a consumer"
 swift test --disable-xctest
-# The Swift examples (examples/swift, also a package by path): the chat demo.
-(cd ../../examples/swift && swift run chat demo) | grep -q "chat demo: done"
+# The Swift examples (examples/swift, also a package by path): the chat demo
+# and the server on net and ws that serves its page.
+(cd ../../examples/swift && ./run.sh)
 echo "consumer: ok"
