@@ -141,7 +141,7 @@ $(BUILD)/fuzz/%: Tests/fuzz/%.c $(BUILD)/fuzz/libfuzzms.a $(HEADERS)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/multiserver.h include/multiserver_plugin.h include/multiserver_uv.h include/multiserver_ws.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/multiserver.h include/multiserver_plugin.h include/multiserver_uv.h include/multiserver_ws.h include/multiserver_log.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(BUILD)/libmultiserver.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/libmultiserver.so $(DESTDIR)$(PREFIX)/lib/libmultiserver.so.$(VERSION)
 	ln -sf libmultiserver.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libmultiserver.so.0

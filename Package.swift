@@ -33,7 +33,9 @@ let package = Package(
         .library(name: "MultiServer", targets: ["MultiServer"]),
         .executable(name: "multiserver", targets: ["MultiServerCLI"]),
     ],
-    dependencies: docs ? [.package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0")] : [],
+    // swift-log: MultiServer.setLogger bridges the C log hook (multiserver_log.h).
+    dependencies: [.package(url: "https://github.com/apple/swift-log", from: "1.16.2")]
+        + (docs ? [.package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0")] : []),
     targets: [
         .target(
             name: "CMultiServer",
@@ -56,7 +58,7 @@ let package = Package(
         ),
         .target(
             name: "MultiServer",
-            dependencies: ["CMultiServer"],
+            dependencies: ["CMultiServer", .product(name: "Logging", package: "swift-log")],
             path: "Sources/MultiServer",
             swiftSettings: swiftSettings
         ),
@@ -74,7 +76,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MultiServerTests",
-            dependencies: ["MultiServer"],
+            dependencies: ["MultiServer", .product(name: "Logging", package: "swift-log")],
             path: "Tests/MultiServerTests",
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),

@@ -124,6 +124,25 @@ static void maybe_free(ms_connect_t *c) {
   ms_defer(c->ms, &c->free_node, do_free, c);
 }
 
+/* An alternative failed (INFO: the connect may still succeed). */
+static void log_alt(ms_connect_t *c, const attempt_t *a, int status, const char *why) {
+  if (!ms__log_on(c->ms, MS_LOG_INFO)) return;
+  char sec[256];
+  ms__section_print(&a->stack.secs[0], sec, sizeof sec);
+  ms__log(c->ms, MS_LOG_INFO, "connect", "alternative %zu (%s) failed: %s", a->alt + 1, sec,
+          why ? why : ms_strerror(status));
+}
+
+/* The outcome: DEBUG when connected or canceled, WARN when it failed. */
+static void log_outcome(ms_connect_t *c, ms_stream_t *s, int status) {
+  if (status == 0)
+    ms__log(c->ms, MS_LOG_DEBUG, "connect", "connected: %s", s ? ms_stream_address(s) : "");
+  else if (status == MS_ECANCELED)
+    ms__log(c->ms, MS_LOG_DEBUG, "connect", "canceled");
+  else
+    ms__log(c->ms, MS_LOG_WARN, "connect", "failed: %s (%s)", c->reasons, ms_strerror(status));
+}
+
 static void deliver(void *arg) {
   ms_connect_t *c = arg;
   if (c->delivered) return;
@@ -132,6 +151,7 @@ static void deliver(void *arg) {
   if (status != 0 && c->reasons[0] == '\0') compose_reasons(c);
   if (status != 0 && c->reasons[0] == '\0')
     ms__reason(c->reasons, sizeof c->reasons, "%s", ms_strerror(status));
+  log_outcome(c, c->fin_s, status);
   c->cb(c->fin_s, status, status ? c->reasons : NULL, c->arg);
   maybe_free(c);
 }
@@ -200,6 +220,7 @@ static void attempt_failed(attempt_t *a, int status, int fclass, const char *why
   }
   set_why(c, a->alt, why ? why : ms_strerror(status));
   c->last_status = status;
+  log_alt(c, a, status, why);
   if (fclass == MS_FAIL_AUTH) {
     finish(c, NULL, status); /* another path will not fix it */
     maybe_free(c);
@@ -296,6 +317,7 @@ static void launch_next(ms_connect_t *c) {
       c->running--;
       set_why(c, a->alt, ms_strerror(rc));
       c->last_status = rc;
+      log_alt(c, a, rc, NULL);
       continue;
     }
     if (c->next < c->natt && c->timer_open) {

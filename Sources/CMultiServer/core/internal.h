@@ -8,6 +8,7 @@
 #include "multiserver.h"
 #include "multiserver_plugin.h"
 #include "multiserver_uv.h"
+#include "multiserver_log.h"
 
 #define MS_MAX_PROTOCOLS 32
 #define MS_READ_SLAB (64 * 1024)
@@ -75,6 +76,10 @@ struct ms_s {
   uv_timer_t idle_timer; /* one ticker for every idle-tracked stream */
   bool idle_timer_on;
   ms_stream_t *idle_head;
+  /* Log hook (log.c, multiserver_log.h). */
+  ms_log_fn log_fn;
+  void *log_arg;
+  int log_min;
 };
 
 /* Write request: pooled per stream, so the steady state allocates nothing. */
@@ -324,5 +329,13 @@ struct ms_authorize_s {
 };
 /* The wrap is finishing: withdraw a pending request and answer. */
 void ms__authorize_detach(ms_pwrap_t *pw);
+
+/* log.c: a line through the log hook (multiserver_log.h), formatted into a
+ * stack buffer only when a hook is set and level passes its minimum. */
+void ms__log(ms_t *ms, int level, const char *subsystem, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static inline bool ms__log_on(const ms_t *ms, int level) {
+  return ms->log_fn != NULL && level <= ms->log_min;
+}
 
 #endif /* MS_INTERNAL_H */

@@ -50,6 +50,8 @@ static void on_idle_tick(uv_timer_t *t) {
     next = s->inext;
     if (now - s->last_active < s->idle_ms) continue;
     ms->stats.idle_timeouts++;
+    ms__log(ms, MS_LOG_INFO, "limits", "%s: idle for %u ms: closed", ms_stream_address(s),
+            (unsigned)s->idle_ms);
     ms__stream_abort(s, MS_ETIMEDOUT); /* untracks s */
   }
   if (ms->idle_head == NULL && ms->idle_timer_on) {

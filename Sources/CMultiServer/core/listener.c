@@ -153,6 +153,12 @@ static void refuse(ms_plisten_t *pl, ms_stream_t *s, uint64_t *counter, const ch
                    uint64_t limit) {
   ms_listener_t *l = pl->l;
   (*counter)++;
+  if (ms__log_on(l->ms, MS_LOG_WARN)) {
+    char source[80];
+    source_of(s, source, sizeof source);
+    ms__log(l->ms, MS_LOG_WARN, "listen", "%s: %s (%llu) reached: connection from %s closed",
+            pl->advertised, what, (unsigned long long)limit, source);
+  }
   ms_stream_close(s, NULL, NULL);
   if (l->ecb) {
     char why[MS_REASON_LEN];
@@ -174,7 +180,11 @@ static void on_chain(ms_pwrap_t *pw, ms_stream_t *s, int status, int fclass,
   if (status == 0) {
     hand_over(pl, s);
   } else {
-    if (status != MS_ECANCELED) l->ms->stats.handshake_failures++;
+    if (status != MS_ECANCELED) {
+      l->ms->stats.handshake_failures++;
+      ms__log(l->ms, MS_LOG_WARN, "listen", "%s: handshake failed: %s (%s)", pl->advertised,
+              reason ? reason : ms_strerror(status), ms_strerror(status));
+    }
     if (status != MS_ECANCELED && l->ecb) l->ecb(pl->advertised, status, reason, l->earg);
   }
   maybe_free(l);
@@ -216,6 +226,8 @@ void ms_plisten_incoming(ms_plisten_t *pl, ms_stream_t *s) {
   }
   ms_pwrap_t *pw = ms__chain_start(l->ms, &pl->stack, s, MS_ROLE_SERVER, on_chain, pl);
   if (pw == NULL) {
+    ms__log(ms, MS_LOG_ERROR, "listen", "%s: out of memory starting a handshake",
+            pl->advertised);
     if (l->ecb) l->ecb(pl->advertised, MS_ENOMEM, "out of memory", l->earg);
     return;
   }
