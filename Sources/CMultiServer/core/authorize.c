@@ -101,9 +101,6 @@ void ms_pwrap_authorize_cancel(ms_pwrap_t *pw) {
   pw->acb = NULL;
 }
 
-void ms__authorize_detach(ms_pwrap_t *pw) {
-  ms_pwrap_authorize_cancel(pw);
-}
 
 const void *ms_authorize_remote_id(const ms_authorize_t *req, const char **kind,
                                    size_t *len) {

@@ -327,8 +327,6 @@ struct ms_authorize_s {
   size_t len;
   uint8_t id[]; /* len bytes */
 };
-/* The wrap is finishing: withdraw a pending request and answer. */
-void ms__authorize_detach(ms_pwrap_t *pw);
 
 /* log.c: a line through the log hook (multiserver_log.h), formatted into a
  * stack buffer only when a hook is set and level passes its minimum. */

@@ -156,8 +156,6 @@ static void run_deferred(uv_idle_t *h) {
   if (ms->dhead == NULL && ms->fhead == NULL) uv_idle_stop(&ms->idle);
 }
 
-static void idle_noop(uv_idle_t *h) { run_deferred(h); }
-
 void ms_defer(ms_t *ms, ms_defer_t *node, void (*fn)(void *arg), void *arg) {
   if (node->queued) return;
   node->fn = fn;
@@ -169,7 +167,7 @@ void ms_defer(ms_t *ms, ms_defer_t *node, void (*fn)(void *arg), void *arg) {
   else
     ms->dhead = node;
   ms->dtail = node;
-  uv_idle_start(&ms->idle, idle_noop); /* cannot fail with a callback */
+  uv_idle_start(&ms->idle, run_deferred); /* cannot fail with a callback */
 }
 
 void ms_defer_cancel(ms_t *ms, ms_defer_t *node) {
@@ -203,7 +201,7 @@ void ms__flush_wanted(ms_t *ms) {
   /* An active idle handle makes the poll phase return at once, so the
    * check phase (and the flush) comes in this turn even when the writes
    * were made from a timer. */
-  uv_idle_start(&ms->idle, idle_noop);
+  uv_idle_start(&ms->idle, run_deferred);
 }
 
 /* The caller's options, whatever header they were compiled with. */

@@ -124,7 +124,7 @@ const char *ms_pwrap_opt(const ms_pwrap_t *pw, const char *key) {
 
 /* The transform being applied is done with authorization. */
 static void drop_auth(ms_pwrap_t *pw) {
-  ms__authorize_detach(pw);
+  ms_pwrap_authorize_cancel(pw);
   if (pw->has_avalue) {
     ms__auth_free(pw->ms, pw->avalue);
     pw->has_avalue = false;
@@ -194,7 +194,7 @@ static int adopt(ms_pwrap_t *pw, ms_stream_t *s) {
   /* This transform's own value first: then the stream below keeps (and
    * frees after its close) the value it carries, rather than handing it up
    * only to have it replaced and freed while it still points at it. */
-  ms__authorize_detach(pw);
+  ms_pwrap_authorize_cancel(pw);
   if (pw->has_avalue) {
     ms__stream_own_auth(s, pw->avalue);
     pw->has_avalue = false;
