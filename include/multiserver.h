@@ -107,6 +107,8 @@ MS_EXTERN const char *ms_err_name(int err);
 #define MS_SECRETKEYBYTES 64 /* ed25519: seed ‖ public key */
 #define MS_SEEDBYTES 32
 #define MS_APPKEYBYTES 32
+/* The same sizes as functions, for bindings that cannot read macros
+ * (MS_PUBLICKEYBYTES, MS_SECRETKEYBYTES). */
 MS_EXTERN size_t ms_publickeybytes(void);
 MS_EXTERN size_t ms_secretkeybytes(void);
 
@@ -156,6 +158,8 @@ MS_EXTERN size_t ms_addr_sections(const ms_addr_t *addr, size_t alt);
 /* Protocol name of a section ("net", "shs"). */
 MS_EXTERN const char *ms_addr_name(const ms_addr_t *addr, size_t alt,
                                    size_t sec);
+/* Number of ':'-separated fields of a section after its name
+ * ("net:host:8008" has 2). */
 MS_EXTERN size_t ms_addr_fields(const ms_addr_t *addr, size_t alt, size_t sec);
 /* Unescaped field data (NUL-terminated; the length is in *len if non-NULL). */
 MS_EXTERN const char *ms_addr_field(const ms_addr_t *addr, size_t alt,
@@ -688,6 +692,9 @@ typedef struct {
   uint32_t timeout_ms;
 } ms_onion_opts_t;
 
+/* Set size and every other field to zero or NULL, which selects each
+ * field's default above. Call before setting fields, so that a field added
+ * in a later version keeps its default. */
 MS_EXTERN void ms_onion_opts_init(ms_onion_opts_t *opts);
 
 /* Outcome of ms_onion_publish: status 0 and the service's address

@@ -140,8 +140,14 @@ MS_EXTERN MS_WUR int ms_stream_set_meta(ms_stream_t *s, const char *key,
 /* Convenience: a NUL-terminated string value. */
 MS_EXTERN MS_WUR int ms_stream_set_meta_str(ms_stream_t *s, const char *key,
                                             const char *value);
+/* Set what ms_stream_auth() returns (normally the value the server's
+ * authorize hook attached; never freed by the base). */
 MS_EXTERN void ms_stream_set_auth(ms_stream_t *s, void *auth);
+/* Whether this end accepted (true) or dialed (false) the connection; set
+ * by transports before handing the stream over (ms_stream_is_server()). */
 MS_EXTERN void ms_stream_set_server(ms_stream_t *s, bool is_server);
+/* Replace the stream's capabilities (MS_CAP_*, see below); a transform
+ * usually copies its lower stream's and clears what it cannot keep. */
 MS_EXTERN void ms_stream_set_caps(ms_stream_t *s, unsigned caps);
 /* State the implementation may consult. */
 MS_EXTERN bool ms_stream_is_reading(const ms_stream_t *s);
@@ -298,6 +304,9 @@ MS_EXTERN const char *ms_plisten_opt(const ms_plisten_t *pl, const char *key);
 MS_EXTERN const char *ms_pdial_opt(const ms_pdial_t *pd, const char *key);
 MS_EXTERN const char *ms_pwrap_opt(const ms_pwrap_t *pw, const char *key);
 
+/* The multiserver a listen belongs to, and a pointer of the plugin's own
+ * kept with it (set in listen(), read in listen_close(); never freed by the
+ * library). The same pair exists for dials and wraps below. */
 MS_EXTERN ms_t *ms_plisten_ms(const ms_plisten_t *pl);
 MS_EXTERN void ms_plisten_set_impl(ms_plisten_t *pl, void *impl);
 MS_EXTERN void *ms_plisten_impl(const ms_plisten_t *pl);
@@ -317,6 +326,7 @@ MS_EXTERN void ms_plisten_error(ms_plisten_t *pl, int status,
 /* Report that listen_close() finished (now or later); pl is invalid after. */
 MS_EXTERN void ms_plisten_closed(ms_plisten_t *pl);
 
+/* As ms_plisten_ms / _set_impl / _impl, for a dial. */
 MS_EXTERN ms_t *ms_pdial_ms(const ms_pdial_t *pd);
 MS_EXTERN void ms_pdial_set_impl(ms_pdial_t *pd, void *impl);
 MS_EXTERN void *ms_pdial_impl(const ms_pdial_t *pd);
@@ -328,6 +338,7 @@ MS_EXTERN void ms_pdial_done(ms_pdial_t *pd, int status, ms_stream_t *s,
 MS_EXTERN void ms_pdial_fail(ms_pdial_t *pd, int status, int fclass,
                              const char *reason);
 
+/* As ms_plisten_ms / _set_impl / _impl, for a wrap. */
 MS_EXTERN ms_t *ms_pwrap_ms(const ms_pwrap_t *pw);
 MS_EXTERN void ms_pwrap_set_impl(ms_pwrap_t *pw, void *impl);
 MS_EXTERN void *ms_pwrap_impl(const ms_pwrap_t *pw);
