@@ -39,7 +39,7 @@ HEADERS    = $(wildcard include/*.h) $(foreach d,$(MS_LAYERS),$(wildcard Sources
 VERSION    = 0.1.0
 
 .PHONY: all lib cli tests test test-c test-cli test-asan test-valgrind fuzz fuzz-regress fuzz-merge soak install uninstall examples bench bench-smoke clean \
-        check demo swift-build swift-test
+        check demo swift-build swift-test docs
 
 all: lib cli
 
@@ -219,6 +219,12 @@ swift-test:
 	swift test
 	swift test --sanitize=thread --disable-xctest
 	Tests/consumer/run.sh
+
+# DocC for the Swift module, warnings as errors (the plugin is resolved only
+# with MULTISERVER_DOCS=1, so package users never fetch it).
+docs:
+	MULTISERVER_DOCS=1 swift package --scratch-path .build-docs generate-documentation \
+	  --target MultiServer --warnings-as-errors
 
 clean:
 	rm -rf $(BUILD)
